@@ -130,6 +130,8 @@ class Trainer:
         )
         self.epoch = 0
         self.step = 0
+        self.resumed_from_epoch: int | None = None
+        self._resume_checked = False
 
     def _build_model(self) -> nn.Module:
         model_spec, data = self.spec.model, self.data
@@ -150,7 +152,7 @@ class Trainer:
         return F.cross_entropy(logits, targets)
 
     def fit(self) -> TrainResult:
-        resumed = self._resume()
+        resumed = self.resume()
         try:
             while self.epoch < self.spec.train.epochs:
                 self._train_epoch()
@@ -230,7 +232,11 @@ class Trainer:
         torch.save(state, temporary)
         temporary.replace(path)  # atomic: a crash mid-write leaves the previous checkpoint
 
-    def _resume(self) -> int | None:
+    def resume(self) -> int | None:
+        """Load the run's checkpoint if there is one; returns the epoch it resumes from."""
+        if self._resume_checked:
+            return self.resumed_from_epoch
+        self._resume_checked = True
         path = self._checkpoint_path()
         if path is None or not path.exists():
             return None
@@ -243,6 +249,7 @@ class Trainer:
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
         log.info("resumed from epoch %d (step %d) of %s", self.epoch, self.step, path)
+        self.resumed_from_epoch = self.epoch
         return self.epoch
 
 

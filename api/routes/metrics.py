@@ -1,0 +1,44 @@
+"""Metric ingest (batched, idempotent) and series reads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from api.deps import StoreDep
+from api.schemas import IngestResult, MetricBatch, Series
+from service.metrics import from_json, to_json
+from service.store import PointIn
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.post("/runs/{run_id}/metrics", response_model=IngestResult)
+def ingest(run_id: int, batch: MetricBatch, store: StoreDep) -> IngestResult:
+    """Store a batch of points; a (key, step) already stored for the attempt is ignored."""
+    if store.get_run(run_id) is None:
+        raise HTTPException(404, f"run {run_id} does not exist")
+    points = [PointIn(p.key, p.step, from_json(p.value)) for p in batch.points]
+    stored = store.ingest(run_id, batch.attempt, points)
+    return IngestResult(stored=stored, received=len(points))
+
+
+@router.get("/runs/{run_id}/metrics", response_model=list[str])
+def metric_keys(run_id: int, store: StoreDep) -> list[str]:
+    """The metric keys a run has reported."""
+    return store.metric_keys(run_id)
+
+
+@router.get("/runs/{run_id}/metrics/{key:path}", response_model=Series)
+def read_series(
+    run_id: int,
+    key: str,
+    store: StoreDep,
+    max_points: Annotated[int, Query(ge=2, le=100_000)] = 1000,
+) -> Series:
+    """One metric's series, downsampled to at most `max_points`."""
+    points = store.series(run_id, key, max_points)
+    if not points and store.get_run(run_id) is None:
+        raise HTTPException(404, f"run {run_id} does not exist")
+    return Series(key=key, steps=[s for s, _ in points], values=[to_json(v) for _, v in points])

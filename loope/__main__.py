@@ -1,0 +1,3 @@
+from loope.cli import main
+
+main()

@@ -1,0 +1,184 @@
+"""Tables of the results database and the engine that serves them.
+
+The same schema runs on SQLite (the embedded default) and PostgreSQL. All times are UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    DIVERGED = "DIVERGED"
+    CANCELLED = "CANCELLED"
+
+
+FINAL_STATUSES = (
+    RunStatus.SUCCEEDED,
+    RunStatus.FAILED,
+    RunStatus.DIVERGED,
+    RunStatus.CANCELLED,
+)
+
+
+class FailureKind(enum.StrEnum):
+    INFRA_LOST = "infra_lost"
+    PREEMPTED = "preempted"
+    USER_CODE = "user_code"
+    OUT_OF_MEMORY = "out_of_memory"
+    DIVERGED = "diverged"
+    CANCELLED = "cancelled"
+
+
+class ValueKind(enum.StrEnum):
+    FINITE = "finite"
+    NAN = "nan"
+    POS_INF = "+inf"
+    NEG_INF = "-inf"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class Spec(Base):
+    __tablename__ = "specs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    spec_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    canonical: Mapped[dict[str, Any]]
+    body: Mapped[dict[str, Any]]
+    pe: Mapped[str] = mapped_column(String(64), index=True)
+    arch: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Sweep(Base):
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    axes: Mapped[dict[str, Any]]
+    seeds: Mapped[dict[str, Any]]
+    owner: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_queue", "status", "priority", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    spec_id: Mapped[int] = mapped_column(ForeignKey("specs.id"), index=True)
+    sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id"), index=True)
+    seed: Mapped[int]
+    status: Mapped[RunStatus] = mapped_column(Enum(RunStatus, native_enum=False, length=16))
+    priority: Mapped[int] = mapped_column(default=0)
+    gpus: Mapped[float] = mapped_column(Float, default=0.0)
+    cpus: Mapped[float] = mapped_column(Float, default=1.0)
+    attempt: Mapped[int] = mapped_column(default=0)
+    failure_kind: Mapped[str | None] = mapped_column(String(32))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("run_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    number: Mapped[int]
+    ray_task_id: Mapped[str | None] = mapped_column(String(128))
+    node: Mapped[str | None] = mapped_column(String(200))
+    resumed_from_epoch: Mapped[int | None]
+    exit_reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[dt.datetime | None]
+
+
+class MetricPoint(Base):
+    __tablename__ = "metric_points"
+    __table_args__ = (UniqueConstraint("run_id", "attempt", "key", "step"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    attempt: Mapped[int]
+    key: Mapped[str] = mapped_column(String(200))
+    step: Mapped[int]
+    value: Mapped[float | None] = mapped_column(Float)
+    kind: Mapped[ValueKind] = mapped_column(Enum(ValueKind, native_enum=False, length=8))
+    recorded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class MetricSummary(Base):
+    """Last and best value of one key of one run, kept in step with its points."""
+
+    __tablename__ = "metric_summaries"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last: Mapped[float | None] = mapped_column(Float)
+    last_kind: Mapped[ValueKind] = mapped_column(Enum(ValueKind, native_enum=False, length=8))
+    last_step: Mapped[int]
+    best: Mapped[float | None] = mapped_column(Float)
+    best_step: Mapped[int | None]
+    count: Mapped[int] = mapped_column(default=0)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine; SQLite gets WAL, a busy timeout, and immediate write transactions."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker:
+    Base.metadata.create_all(engine)
+    return sessionmaker(engine, expire_on_commit=False)
