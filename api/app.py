@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from api.routes import compare, metrics, runs, submit
 from service.db import make_engine, make_sessionmaker
+from service.queue import RunQueue
 from service.settings import Settings
 from service.store import Store
 from service.sweeps import SpecError
@@ -28,12 +29,14 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.resolved_database_url())
-        app.state.store = Store(make_sessionmaker(engine))
+        sessions = make_sessionmaker(engine)
+        app.state.store = Store(sessions)
+        app.state.queue = RunQueue(sessions)
         app.state.dispatcher = None
         if dispatch:
             from service.dispatcher import Dispatcher
 
-            app.state.dispatcher = Dispatcher(app.state.store, settings)
+            app.state.dispatcher = Dispatcher(app.state.store, app.state.queue, settings)
             app.state.dispatcher.start()
         log.info("serving %s", settings.resolved_database_url())
         yield

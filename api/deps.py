@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.queue import RunQueue
 from service.store import Store
 
 
@@ -13,4 +14,9 @@ def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
+def get_queue(request: Request) -> RunQueue:
+    return request.app.state.queue
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
+QueueDep = Annotated[RunQueue, Depends(get_queue)]

@@ -57,7 +57,10 @@ class FailureKind(enum.StrEnum):
 
 
 class ValueKind(enum.StrEnum):
+    """How a metric value is stored: SQLite drops the sign of −0.0, so it has its own kind."""
+
     FINITE = "finite"
+    NEG_ZERO = "-0"
     NAN = "nan"
     POS_INF = "+inf"
     NEG_INF = "-inf"

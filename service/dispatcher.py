@@ -16,6 +16,7 @@ import ray
 from ray.exceptions import RayTaskError, TaskCancelledError
 
 from service.db import FailureKind, Run, RunStatus
+from service.queue import RunQueue
 from service.settings import Settings
 from service.store import Store
 from workers.runner import run_attempt
@@ -37,8 +38,9 @@ class InFlight:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, queue: RunQueue, settings: Settings) -> None:
         self.store = store
+        self.queue = queue
         self.settings = settings
         self.api_url = settings.resolved_api_url()
         self.artifact_root = settings.resolved_artifact_root()
@@ -67,8 +69,8 @@ class Dispatcher:
 
     def reconcile(self) -> None:
         """Every run the database calls RUNNING but this dispatcher does not hold is requeued."""
-        for run in self.store.running():
-            if self.store.requeue(run.id, run.attempt, "service restarted; attempt not found"):
+        for run in self.queue.running():
+            if self.queue.requeue(run.id, run.attempt, "service restarted; attempt not found"):
                 log.info("requeued run %d after a restart (attempt %d lost)", run.id, run.attempt)
 
     # --- the loop ----------------------------------------------------------------------
@@ -95,14 +97,14 @@ class Dispatcher:
 
     def _fill(self) -> None:
         free_cpus, free_gpus = self._free()
-        for run in self.store.queued(limit=64):
+        for run in self.queue.queued(limit=64):
             if run.cpus > free_cpus + 1e-9 or run.gpus > free_gpus + 1e-9:
                 continue
             if self._launch(run):
                 free_cpus, free_gpus = free_cpus - run.cpus, free_gpus - run.gpus
 
     def _launch(self, run: Run) -> bool:
-        claimed = self.store.claim(run.id)
+        claimed = self.queue.claim(run.id)
         if claimed is None:
             return False
         run, spec = claimed
@@ -116,7 +118,7 @@ class Dispatcher:
         ref = task.remote(self.api_url, run.id, run.attempt, spec.body, run.seed, str(workdir))
         with self._lock:
             self._in_flight[ref] = InFlight(run.id, run.attempt, run.cpus, run.gpus, ref)
-        self.store.record_launch(run.id, run.attempt, ref.task_id().hex())
+        self.queue.record_launch(run.id, run.attempt, ref.task_id().hex())
         log.info("started run %d attempt %d (%s, seed %d)", run.id, run.attempt, spec.pe, run.seed)
         return True
 
@@ -148,12 +150,12 @@ class Dispatcher:
         if found[0].attempt != flight.attempt:
             return
         if kind == FailureKind.INFRA_LOST and flight.attempt <= MAX_INFRA_REQUEUES:
-            if self.store.requeue(flight.run_id, flight.attempt, reason):
+            if self.queue.requeue(flight.run_id, flight.attempt, reason):
                 log.warning(
                     "requeued run %d after a lost attempt %d", flight.run_id, flight.attempt
                 )
             return
-        self.store.finish(flight.run_id, flight.attempt, RunStatus.FAILED, kind.value, reason)
+        self.queue.finish(flight.run_id, flight.attempt, RunStatus.FAILED, kind.value, reason)
 
     def stop_attempt(self, run_id: int, attempt: int) -> None:
         """Stop a cancelled run's attempt now; Ray frees its resources."""

@@ -13,6 +13,8 @@ def classify(value: float) -> tuple[float | None, ValueKind]:
         return None, ValueKind.NAN
     if math.isinf(value):
         return None, ValueKind.POS_INF if value > 0 else ValueKind.NEG_INF
+    if value == 0 and math.copysign(1.0, value) < 0:
+        return 0.0, ValueKind.NEG_ZERO
     return value, ValueKind.FINITE
 
 
@@ -20,9 +22,16 @@ def restore(value: float | None, kind: ValueKind) -> float:
     if kind == ValueKind.FINITE:
         assert value is not None
         return value
-    return {ValueKind.NAN: math.nan, ValueKind.POS_INF: math.inf, ValueKind.NEG_INF: -math.inf}[
-        kind
-    ]
+    special = {
+        ValueKind.NEG_ZERO: -0.0,
+        ValueKind.NAN: math.nan,
+        ValueKind.POS_INF: math.inf,
+        ValueKind.NEG_INF: -math.inf,
+    }
+    return special[kind]
+
+
+_STRINGS = {ValueKind.NAN.value, ValueKind.POS_INF.value, ValueKind.NEG_INF.value}
 
 
 def to_json(value: float) -> float | str:
@@ -32,7 +41,7 @@ def to_json(value: float) -> float | str:
 
 def from_json(value: float | str) -> float:
     if isinstance(value, str):
-        if value not in {kind.value for kind in ValueKind} - {"finite"}:
+        if value not in _STRINGS:
             raise ValueError(f"metric value {value!r}: a string must be 'nan', '+inf' or '-inf'")
         return restore(None, ValueKind(value))
     return float(value)

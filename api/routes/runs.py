@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from api.deps import StoreDep
+from api.deps import QueueDep, StoreDep
 from api.schemas import (
     AttemptFinished,
     AttemptOut,
@@ -85,11 +85,11 @@ def get_run(run_id: int, store: StoreDep) -> RunOut:
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)
-def cancel_run(run_id: int, request: Request, store: StoreDep) -> RunOut:
+def cancel_run(run_id: int, request: Request, store: StoreDep, queue: QueueDep) -> RunOut:
     """Cancel a queued or running run; a running one is stopped and its resources freed."""
     if store.get_run(run_id) is None:
         raise HTTPException(404, f"run {run_id} does not exist")
-    cancelled = store.cancel(run_id)
+    cancelled = queue.cancel(run_id)
     if cancelled is None:
         raise HTTPException(409, f"run {run_id} has already ended")
     previous, attempt = cancelled
@@ -100,13 +100,15 @@ def cancel_run(run_id: int, request: Request, store: StoreDep) -> RunOut:
 
 
 @router.post("/runs/{run_id}/started", status_code=204)
-def attempt_started(run_id: int, body: AttemptStarted, store: StoreDep) -> None:
+def attempt_started(run_id: int, body: AttemptStarted, queue: QueueDep) -> None:
     """A worker reports that its attempt began (and from which epoch it resumed)."""
-    store.record_start(run_id, body.attempt, body.node, body.resumed_from_epoch)
+    queue.record_start(run_id, body.attempt, body.node, body.resumed_from_epoch)
 
 
 @router.post("/runs/{run_id}/finished", response_model=RunOut)
-def attempt_finished(run_id: int, body: AttemptFinished, store: StoreDep) -> RunOut:
+def attempt_finished(
+    run_id: int, body: AttemptFinished, store: StoreDep, queue: QueueDep
+) -> RunOut:
     """A worker reports how its attempt ended; a stale attempt's report changes nothing."""
     status = _OUTCOMES[body.outcome]
     kind = body.failure_kind
@@ -114,6 +116,6 @@ def attempt_finished(run_id: int, body: AttemptFinished, store: StoreDep) -> Run
         kind = FailureKind.DIVERGED.value
     elif status == RunStatus.FAILED and kind is None:
         kind = FailureKind.USER_CODE.value
-    if not store.finish(run_id, body.attempt, status, kind, body.reason):
+    if not queue.finish(run_id, body.attempt, status, kind, body.reason):
         raise HTTPException(409, f"run {run_id} attempt {body.attempt} is no longer current")
     return run_out(*store.get_run(run_id))

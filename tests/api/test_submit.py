@@ -1,0 +1,97 @@
+"""Submitting specs and sweeps to a real server: validation, expansion, resubmission."""
+
+from __future__ import annotations
+
+import httpx
+
+SPEC = {"pe": {"name": "sinusoid-1d"}, "dataset": {"name": "three-cell", "preset": "quick"}}
+
+
+def test_unknown_pe_is_refused_naming_field_and_allowed_values(api: httpx.Client) -> None:
+    response = api.post("/specs", json={"spec": {**SPEC, "pe": {"name": "rainbow"}}})
+    assert response.status_code == 422
+    [problem] = response.json()["detail"]
+    assert problem["field"] == "spec.pe.name"
+    assert "'rainbow'" in problem["message"]
+    assert "sinusoid-1d" in problem["message"] and "loope" in problem["message"]
+    assert api.get("/runs").json()["runs"] == []
+
+
+def test_unknown_dataset_and_architecture_are_refused(api: httpx.Client) -> None:
+    bad = {**SPEC, "dataset": {"name": "imagenet-22k"}, "model": {"arch": "resnet"}}
+    response = api.post("/specs", json={"spec": bad})
+    assert response.status_code == 422
+    fields = {p["field"]: p["message"] for p in response.json()["detail"]}
+    assert "three-cell" in fields["spec.dataset.name"]
+    assert "vit" in fields["spec.model.arch"]
+
+
+def test_unknown_field_is_refused(api: httpx.Client) -> None:
+    response = api.post("/specs", json={"spec": {**SPEC, "lerning_rate": 0.1}})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "spec.lerning_rate"
+
+
+def test_spec_with_seeds_creates_one_run_per_seed(api: httpx.Client) -> None:
+    done = api.post("/specs", json={"spec": SPEC, "seeds": [0, 1, 2]}).json()
+    assert len(done["created"]) == 3
+    runs = api.get("/runs").json()["runs"]
+    assert [r["seed"] for r in runs] == [0, 1, 2]
+    assert {r["status"] for r in runs} == {"QUEUED"}
+    assert len({r["spec_hash"] for r in runs}) == 1
+
+
+def test_sweep_expands_axes_times_seeds(api: httpx.Client) -> None:
+    body = {"base": SPEC, "axes": {"pe.name": ["none", "loope"]}, "seeds": [0, 1]}
+    done = api.post("/sweeps", json=body).json()
+    assert len(done["created"]) == 4 and done["sweep_id"] is not None
+    runs = api.get("/runs", params={"sweep_id": done["sweep_id"]}).json()["runs"]
+    assert sorted((r["pe"], r["seed"]) for r in runs) == [
+        ("loope", 0), ("loope", 1), ("none", 0), ("none", 1),
+    ]  # fmt: skip
+
+
+def test_invalid_sweep_cell_writes_nothing(api: httpx.Client) -> None:
+    body = {"base": SPEC, "axes": {"pe.name": ["none", "nope"]}, "seeds": [0]}
+    response = api.post("/sweeps", json=body)
+    assert response.status_code == 422
+    assert "pe.name='nope'" in response.json()["detail"][0]["field"]
+    assert api.get("/runs").json()["runs"] == []
+
+
+def test_resubmission_policies(api: httpx.Client) -> None:
+    body = {"base": SPEC, "axes": {"pe.name": ["none", "loope"]}, "seeds": [0]}
+    first = api.post("/sweeps", json=body).json()
+    again = api.post("/sweeps", json={**body, "seeds": [0, 1]}).json()
+    assert sorted(again["reused"]) == sorted(first["created"])
+    assert len(again["created"]) == 2
+    skipped = api.post("/sweeps", json={**body, "policy": "skip"}).json()
+    assert skipped["created"] == [] and len(skipped["skipped"]) == 2
+    forced = api.post("/sweeps", json={**body, "policy": "force-new"}).json()
+    assert len(forced["created"]) == 2
+    assert len(api.get("/runs").json()["runs"]) == 6
+
+
+def test_sweep_over_the_limit_is_413(api: httpx.Client) -> None:
+    body = {"base": SPEC, "axes": {"train.lr": [1e-3] * 101}, "seeds": list(range(100))}
+    response = api.post("/sweeps", json=body)
+    assert response.status_code == 413
+    assert "10000" in response.json()["detail"]
+
+
+def test_cursor_pagination_visits_every_run_once(api: httpx.Client) -> None:
+    api.post("/specs", json={"spec": SPEC, "seeds": list(range(7))})
+    seen, cursor = [], 0
+    while cursor is not None:
+        page = api.get("/runs", params={"limit": 3, "cursor": cursor}).json()
+        seen += [r["id"] for r in page["runs"]]
+        cursor = page["next_cursor"]
+    assert seen == sorted(set(seen)) and len(seen) == 7
+
+
+def test_cancel_a_queued_run(api: httpx.Client) -> None:
+    [run_id] = api.post("/specs", json={"spec": SPEC}).json()["created"]
+    cancelled = api.post(f"/runs/{run_id}/cancel").json()
+    assert cancelled["status"] == "CANCELLED"
+    assert api.post(f"/runs/{run_id}/cancel").status_code == 409
+    assert api.post("/runs/999/cancel").status_code == 404
