@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from loope.pe.base import AdditiveOutput, Grid, PEInfo, PositionalEmbedding
+from loope.pe.base import AdditiveOutput, AdditivePE, Grid, PEInfo
 
 log = logging.getLogger(__name__)
 
 
-class NoPE(PositionalEmbedding):
+class NoPE(AdditivePE):
     """No positional information at all: the tokens form a set."""
 
     info = PEInfo(
@@ -28,7 +28,7 @@ class NoPE(PositionalEmbedding):
         return AdditiveOutput(patch=None, cls=None)
 
 
-class LearnablePE(PositionalEmbedding):
+class LearnablePE(AdditivePE):
     """A table of N patch rows plus one CLS row, drawn from N(0, 0.02²).
 
     On another grid the patch rows are resampled bicubically as an h×w image; the CLS row

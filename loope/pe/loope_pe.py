@@ -15,8 +15,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from loope.pe.base import AdditiveOutput, Grid, PEInfo, PositionalEmbedding
-from loope.pe.sinusoid import order_positions, sinusoid_table
+from loope.pe.base import AdditiveOutput, AdditivePE, Grid, PEInfo
+from loope.pe.sinusoid import order_positions, shift_sinusoid, sinusoid_table
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,15 @@ def _context_norm(norm: ContextNorm) -> nn.Module:
     raise ValueError(f"norm must be 'batch', 'layer' or 'none', got {norm!r}")
 
 
-class LoopePE(PositionalEmbedding):
+class LoopePE(AdditivePE):
     """The LOOPE PE: E(X_G + X_C), added once at the encoder input.
 
-    The class token gets its own learnable PE vector, zero-initialised. On a grid other
-    than the one built for, the N×N linear layer does not apply; the rule
-    `grid_rule="zero-context"` evaluates there with X_C = 0 (the Gilbert sinusoid) and
-    logs that once per grid.
+    The class token gets its own learnable PE vector, zero-initialised; it skips weight
+    decay, while the context network decays like any other layer. On a grid other than the
+    one built for, the N×N linear layer does not apply; the rule `grid_rule="zero-context"`
+    evaluates there with X_C = 0 (the Gilbert sinusoid) and logs that once per grid.
+    E(X_G + X_C) is computed from the frozen table E(X_G) by angle addition, so with
+    X_C = 0 it equals the `hilbert-pe` table exactly.
     """
 
     info = PEInfo(
@@ -139,7 +141,10 @@ class LoopePE(PositionalEmbedding):
             patch_size, grid, in_channels, activation, squash, linear_bias, norm, coords
         )
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))  # 1, 1, D
-        self.register_buffer("gilbert", order_positions("gilbert", grid).float(), persistent=False)
+        gilbert = order_positions("gilbert", grid)  # N, float64
+        self.register_buffer("gilbert", gilbert.float(), persistent=False)
+        table = sinusoid_table(gilbert, dim, base)[None]  # 1, N, D
+        self.register_buffer("gilbert_table", table, persistent=False)
         self._zero_context_grids: set[Grid] = set()
 
     def no_weight_decay(self) -> set[str]:
@@ -148,16 +153,25 @@ class LoopePE(PositionalEmbedding):
     def positions(self, grid: Grid, images: torch.Tensor | None) -> torch.Tensor:
         """X = X_G + X_C, shape (B, N); (1, N) with X_C = 0 when no image or another grid."""
         if grid != self.grid:
-            if grid not in self._zero_context_grids:
-                self._zero_context_grids.add(grid)
-                log.info(
-                    "LOOPE on grid %s (built for %s): evaluating with X_C = 0", grid, self.grid
-                )
+            self._note_zero_context(grid)
             return order_positions("gilbert", grid).float().to(self.gilbert.device)[None]
         if images is None:
             return self.gilbert[None]
         return self.gilbert[None] + self.context(images)
 
     def forward(self, grid: Grid, images: torch.Tensor | None = None) -> AdditiveOutput:
-        patch = sinusoid_table(self.positions(grid, images), self.dim, self.base)  # B, N, D
+        if grid != self.grid:
+            self._note_zero_context(grid)
+            table = sinusoid_table(order_positions("gilbert", grid), self.dim, self.base)
+            return AdditiveOutput(patch=table[None].to(self.gilbert_table), cls=self.cls)
+        if images is None:
+            return AdditiveOutput(patch=self.gilbert_table, cls=self.cls)
+        shift = self.context(images)  # B, N
+        table = self.gilbert_table.to(shift.dtype)  # 1, N, D
+        patch = shift_sinusoid(table, shift, self.dim, self.base)  # B, N, D
         return AdditiveOutput(patch=patch, cls=self.cls)
+
+    def _note_zero_context(self, grid: Grid) -> None:
+        if grid not in self._zero_context_grids:
+            self._zero_context_grids.add(grid)
+            log.info("LOOPE on grid %s (built for %s): evaluating with X_C = 0", grid, self.grid)

@@ -10,14 +10,15 @@ from __future__ import annotations
 import torch
 
 from loope.orders import OrderName, patch_ranks
-from loope.pe.base import AdditiveOutput, Grid, PEInfo, PositionalEmbedding
+from loope.pe.base import AdditiveOutput, AdditivePE, Grid, PEInfo
 
 
 def sinusoid_table(positions: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tensor:
     """Interleaved sin/cos embedding of real-valued positions.
 
-    Frozen tables are computed in float64 from float64 positions; learned positions are
-    computed in their own precision so that gradients stay cheap.
+    Frozen tables are computed and returned in float64 from float64 positions, so that
+    analyses such as PESI see them exactly (hosts cast them to their token precision);
+    learned positions are computed in float32 so that gradients stay cheap.
 
     Args:
         positions: any shape S of positions (not normalised).
@@ -32,7 +33,35 @@ def sinusoid_table(positions: torch.Tensor, dim: int, base: float = 10000.0) -> 
     omega = (base ** (-2.0 * k / dim)).to(dtype)  # D/2
     angles = positions.to(dtype).unsqueeze(-1) * omega  # S, D/2
     table = torch.stack((angles.sin(), angles.cos()), dim=-1)  # S, D/2, 2
-    return table.flatten(-2).to(torch.float32)  # S, D
+    return table.flatten(-2)  # S, D
+
+
+def shift_sinusoid(
+    table: torch.Tensor, shift: torch.Tensor, dim: int, base: float = 10000.0
+) -> torch.Tensor:
+    """E(x + s) from a table of E(x) and a shift s, by the angle-addition rule.
+
+    sin((x + s)ω) = sin(xω)cos(sω) + cos(xω)sin(sω), and likewise for the cosine. The large
+    angles xω stay as precise as the frozen table; only the small angles sω are computed in
+    the shift's precision. A zero shift gives back `table` exactly.
+
+    Args:
+        table: E(x), shape S + (D,), interleaved sin/cos.
+        shift: s, shape broadcastable to S.
+        dim: D.
+        base: the frequency base of `table`.
+
+    Returns:
+        E(x + s), shape broadcast(S, shift) + (D,).
+    """
+    k = torch.arange(dim // 2, device=shift.device, dtype=torch.float64)
+    omega = (base ** (-2.0 * k / dim)).to(shift.dtype)  # D/2
+    angles = shift.unsqueeze(-1) * omega  # S, D/2
+    pairs = table.unflatten(-1, (-1, 2))  # S, D/2, 2
+    sin_x, cos_x = pairs.unbind(-1)  # S, D/2 each
+    sin_s, cos_s = angles.sin(), angles.cos()
+    shifted = (sin_x * cos_s + cos_x * sin_s, cos_x * cos_s - sin_x * sin_s)
+    return torch.stack(shifted, dim=-1).flatten(-2)  # S, D
 
 
 def order_positions(order: OrderName, grid: Grid) -> torch.Tensor:
@@ -41,8 +70,12 @@ def order_positions(order: OrderName, grid: Grid) -> torch.Tensor:
     return torch.as_tensor(ranks, dtype=torch.float64) + 1.0
 
 
-class OrderedSinusoidPE(PositionalEmbedding):
-    """A frozen 1-D sinusoid over the ranks of a patch order; recomputed for any grid."""
+class OrderedSinusoidPE(AdditivePE):
+    """A frozen 1-D sinusoid over the ranks of a patch order; recomputed for any grid.
+
+    Any order of `loope.orders` may be chosen; one that is undefined on a grid (the
+    classical Hilbert curve off 2^k squares) is refused there with the order's own error.
+    """
 
     info = PEInfo(
         kind="additive",
@@ -59,7 +92,7 @@ class OrderedSinusoidPE(PositionalEmbedding):
         self.order: OrderName = order
         self.base = base
         self.register_buffer("table", self._patch_table(grid), persistent=False)
-        cls = sinusoid_table(torch.zeros(1, 1), dim, base)
+        cls = sinusoid_table(torch.zeros(1, 1, dtype=torch.float64), dim, base)
         self.register_buffer("cls_table", cls, persistent=False)  # 1, 1, D
 
     def _patch_table(self, grid: Grid) -> torch.Tensor:
