@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Boolean,
     DateTime,
     Enum,
     Float,
@@ -107,10 +109,17 @@ class Run(Base):
     priority: Mapped[int] = mapped_column(default=0)
     gpus: Mapped[float] = mapped_column(Float, default=0.0)
     cpus: Mapped[float] = mapped_column(Float, default=1.0)
+    memory_gb: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    workers: Mapped[int] = mapped_column(default=1, server_default="1")
     attempt: Mapped[int] = mapped_column(default=0)
+    retries_used: Mapped[int] = mapped_column(default=0, server_default="0")
+    max_retries: Mapped[int] = mapped_column(default=0, server_default="0")
     failure_kind: Mapped[str | None] = mapped_column(String(32))
     failure_reason: Mapped[str | None] = mapped_column(Text)
     owner: Mapped[str | None] = mapped_column(String(200))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    lease_expires_at: Mapped[dt.datetime | None]
+    heartbeat_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
@@ -124,6 +133,8 @@ class Attempt(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     number: Mapped[int]
     ray_task_id: Mapped[str | None] = mapped_column(String(128))
+    ray_node_id: Mapped[str | None] = mapped_column(String(128))
+    ray_worker_pid: Mapped[int | None]
     node: Mapped[str | None] = mapped_column(String(200))
     resumed_from_epoch: Mapped[int | None]
     exit_reason: Mapped[str | None] = mapped_column(Text)
@@ -160,6 +171,45 @@ class MetricSummary(Base):
     count: Mapped[int] = mapped_column(default=0)
 
 
+class Artifact(Base):
+    """A file an attempt produced (checkpoint, plot, PE map), found at `uri`."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("run_id", "attempt", "kind", "uri"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    attempt: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(32))
+    uri: Mapped[str] = mapped_column(String(2000))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    """A member of the team; `role` says what the user may do beyond its own runs."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="user")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token of a user; only its SHA-256 is kept, the token itself is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 def make_engine(url: str) -> Engine:
     """An engine; SQLite gets WAL, a busy timeout, and immediate write transactions."""
     if not url.startswith("sqlite"):
@@ -183,5 +233,8 @@ def make_engine(url: str) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:
-    Base.metadata.create_all(engine)
+    """Sessions of a database brought to the newest schema (migrations run first)."""
+    from service.migrations import upgrade
+
+    upgrade(engine)
     return sessionmaker(engine, expire_on_commit=False)
