@@ -60,9 +60,15 @@ def follow(url: str, run_ids: list[int], timeout_s: float) -> list[dict[str, Any
         TimeElapsedColumn(), console=console,
     ) as progress:  # fmt: skip
         task = progress.add_task("runs", total=len(run_ids), state="")
+        seen: dict[int, str] = {}
         while True:
             runs = [r for r in request(url, "GET", "/runs", params={"limit": 1000})["runs"]
                     if r["id"] in run_ids]  # fmt: skip
+            for run in runs:
+                if seen.get(run["id"]) != run["status"] and not console.is_terminal:
+                    name = f"run {run['id']} {run['pe']} seed {run['seed']}"
+                    console.print(f"{name}: {run['status']}")
+                seen[run["id"]] = run["status"]
             done = [r for r in runs if r["status"] in FINAL]
             state = ", ".join(f"{r['pe']}:{r['status'].lower()}" for r in runs)
             progress.update(task, completed=len(done), state=state)
