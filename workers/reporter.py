@@ -6,6 +6,7 @@ import logging
 import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ class ApiClient:
     """The worker's side of the REST API: every call retried with back-off for `patience_s`."""
 
     def __init__(self, api_url: str, token: str | None = None, patience_s: float = 120.0) -> None:
+        self.api_url, self.token = api_url, token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=f"{api_url}/api/v1", headers=headers, timeout=30)
         self.patience_s = patience_s
@@ -40,6 +42,19 @@ class ApiClient:
         self.http.close()
 
 
+@dataclass(frozen=True)
+class ReportTarget:
+    """Where an attempt's metrics go; picklable, so another process can report for it."""
+
+    api_url: str
+    run_id: int
+    attempt: int
+    token: str | None = None
+
+    def open(self) -> MetricReporter:
+        return MetricReporter(ApiClient(self.api_url, self.token), self.run_id, self.attempt)
+
+
 class MetricReporter:
     """Buffers metric points of one attempt and flushes them every `interval_s` or on close."""
 
@@ -60,6 +75,9 @@ class MetricReporter:
             ]
         if time.monotonic() - self._last_flush >= self.interval_s:
             self.flush()
+
+    def target(self) -> ReportTarget:
+        return ReportTarget(self.client.api_url, self.run_id, self.attempt, self.client.token)
 
     def flush(self) -> None:
         with self._lock:
