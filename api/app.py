@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api.routes import attempts, compare, metrics, runs, submit
+from api.routes import attempts, compare, dashboard, metrics, runs, submit
 from service.db import make_engine, make_sessionmaker
 from service.queue import RunQueue
 from service.settings import Settings
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app = FastAPI(title="loope", version="0.1.0", lifespan=lifespan)
     for module in (submit, runs, attempts, metrics, compare):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(dashboard.router)
     app.add_exception_handler(SpecError, _spec_error)
 
     @app.get(f"{API_PREFIX}/health", tags=["health"])

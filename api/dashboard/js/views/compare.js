@@ -1,0 +1,113 @@
+// The comparison page: finished runs grouped by spec fields, each metric's mean ± std and
+// n, the best group in bold, markers where a group differs from the chosen baseline, and
+// for Three-Cell the four groups' accuracies as bars against the majority rate.
+
+import { get, query } from "../api.js";
+import { barChart } from "../charts.js";
+import { fmt, h, table, toNumber } from "../format.js";
+import { setParams } from "../nav.js";
+import { stars, welchP } from "../stats.js";
+
+const THREE_CELL = ["distance", "orientation", "area", "vector_sum"];
+
+export async function render(root, params) {
+  const form = {
+    group_by: params.get("group_by") ?? "pe.name",
+    metric_prefix: params.get("metric_prefix") ?? "test/",
+    sweep_id: params.get("sweep_id") ?? "",
+    baseline: params.get("baseline") ?? "",
+  };
+  const result = await get(`/compare${query({
+    group_by: form.group_by.split(",").map((s) => s.trim()).filter(Boolean),
+    metric_prefix: form.metric_prefix, sweep_id: form.sweep_id })}`);
+  const groups = result.groups;
+  const labels = groups.map((g) => label(g, result.group_by));
+  if (!labels.includes(form.baseline)) form.baseline = labels[0] ?? "";
+
+  const rerender = () => { setParams(form); root.replaceChildren(); render(root, new URLSearchParams(form)); };
+  const input = (name, size) => h("input", { id: `compare-${name}`, value: form[name], size,
+    onchange: (e) => { form[name] = e.target.value.trim(); rerender(); } });
+  root.append(h("h1", {}, "Compare"), h("div", { class: "toolbar" },
+    h("label", {}, "group by", input("group_by", 28)),
+    h("label", {}, "metrics", input("metric_prefix", 8)),
+    h("label", {}, "sweep", input("sweep_id", 6)),
+    h("label", {}, "baseline", h("select", { id: "compare-baseline",
+      onchange: (e) => { form.baseline = e.target.value; rerender(); } },
+      labels.map((l) => h("option", { value: l, selected: l === form.baseline }, l))))));
+  if (groups.length === 0) {
+    root.append(h("p", { class: "muted" }, "No runs match."));
+    return null;
+  }
+  root.append(h("div", { class: "panel" }, comparisonTable(groups, labels, form.baseline)));
+  return bars(root, groups, labels);
+}
+
+function label(group, groupBy) {
+  return groupBy.map((path) => String(group.key[path] ?? "—")).join(" · ");
+}
+
+// Accuracy-like metrics are better high, losses and errors low.
+const lowerIsBetter = (name) => /loss|err/.test(name);
+
+function comparisonTable(groups, labels, baselineLabel) {
+  const names = [...new Set(groups.flatMap((g) => Object.keys(g.metrics)))]
+    .filter((n) => !/^bit\d+$/.test(n)).sort(metricOrder);
+  const baseline = groups[labels.indexOf(baselineLabel)];
+  const best = Object.fromEntries(names.map((name) => [name, bestMean(groups, name)]));
+  const rows = groups.map((group, i) => h("tr", { dataset: { group: labels[i] } },
+    h("td", {}, labels[i], labels[i] === baselineLabel ? h("span", { class: "muted" }, " (baseline)") : ""),
+    h("td", { class: "num" }, group.runs.length),
+    h("td", { class: "num" }, group.diverged || ""), h("td", { class: "num" }, group.failed || ""),
+    names.map((name) => cell(group, name, best[name], group === baseline ? null : baseline))));
+  const headers = ["group", h("th", { class: "num" }, "n"), h("th", { class: "num" }, "diverged"),
+    h("th", { class: "num" }, "failed"), names.map((n) => h("th", { class: "num" }, n))];
+  return [table(headers, rows, { id: "comparison" }),
+    h("p", { class: "muted" }, "mean ± std over seeds; bold: best; * p < 0.05, ** p < 0.01, " +
+      "*** p < 0.001 against the baseline (Welch's t-test on the group statistics).")];
+}
+
+function metricOrder(a, b) {
+  const rank = (n) => (n === "acc" ? 0 : n === "loss" ? 2 : 1);
+  return rank(a) - rank(b) || a.localeCompare(b);
+}
+
+function bestMean(groups, name) {
+  const means = groups.map((g) => toNumber(g.metrics[name]?.mean)).filter(Number.isFinite);
+  if (means.length === 0) return NaN;
+  return lowerIsBetter(name) ? Math.min(...means) : Math.max(...means);
+}
+
+function cell(group, name, best, baseline) {
+  const stat = group.metrics[name];
+  if (!stat) return h("td", { class: "num muted" }, "—");
+  const mean = toNumber(stat.mean);
+  const std = toNumber(stat.std);
+  let marker = "";
+  if (baseline && baseline.metrics[name]) {
+    const other = baseline.metrics[name];
+    const p = welchP({ mean, std, n: stat.n },
+      { mean: toNumber(other.mean), std: toNumber(other.std), n: other.n });
+    marker = h("span", { class: "sig", title: `p = ${fmt(p)}` }, stars(p));
+  }
+  const text = Number.isFinite(std) ? `${fmt(mean)} ± ${fmt(std)}` : fmt(mean);
+  return h("td", { class: `num${mean === best ? " best" : ""}`, title: `n = ${stat.n}` }, text, marker);
+}
+
+// Three-Cell groups as bars (± std whiskers) with each group's majority rate.
+function bars(root, groups, labels) {
+  const withCells = groups.map((g, i) => [g, labels[i]])
+    .filter(([g]) => THREE_CELL.some((name) => g.metrics[name]));
+  if (withCells.length === 0) return null;
+  const canvas = h("canvas", { id: "chart-three-cell" });
+  root.append(h("div", { class: "panel" }, h("h2", {}, "Three-Cell: accuracy by question"),
+    h("div", { class: "chart", style: "height: 340px" }, canvas)));
+  const series = withCells.map(([g, l]) => ({
+    label: l,
+    means: THREE_CELL.map((n) => toNumber(g.metrics[n]?.mean)),
+    stds: THREE_CELL.map((n) => toNumber(g.metrics[n]?.std)),
+  }));
+  const rates = THREE_CELL.map((n) => toNumber(withCells.find(([g]) => n in g.baseline)?.[0].baseline[n]));
+  const reference = rates.some(Number.isFinite) ? { label: "majority rate", values: rates } : null;
+  const chart = barChart(canvas, THREE_CELL, series, reference);
+  return () => chart.destroy();
+}

@@ -1,0 +1,92 @@
+// Sweeps: the list of sweeps, and one sweep's matrix of PE × (architecture, dataset) cells,
+// each showing its seeds' states, with a button that submits the missing seeds.
+
+import { allRuns, get, post } from "../api.js";
+import { h, table } from "../format.js";
+
+const STATES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "DIVERGED", "CANCELLED", "MISSING"];
+
+export async function render(root, _params, sweepId) {
+  return sweepId === undefined ? list(root) : matrix(root, Number(sweepId));
+}
+
+async function list(root) {
+  const runs = await allRuns();
+  const sweeps = new Map();
+  for (const run of runs) {
+    if (run.sweep_id === null) continue;
+    const counts = sweeps.get(run.sweep_id) ?? {};
+    counts[run.status] = (counts[run.status] ?? 0) + 1;
+    sweeps.set(run.sweep_id, counts);
+  }
+  const rows = [...sweeps].map(([id, counts]) => h("tr", {},
+    h("td", {}, h("a", { href: `#/sweeps/${id}` }, `sweep ${id}`)),
+    h("td", {}, Object.entries(counts).map(([s, n]) => `${s.toLowerCase()} ${n}`).join(", "))));
+  root.append(h("h1", {}, "Sweeps"), h("div", { class: "panel" },
+    rows.length ? table(["sweep", "runs"], rows, { id: "sweeps" })
+      : h("p", { class: "muted" }, "No sweeps submitted yet.")));
+}
+
+// The sweep's runs, plus runs of the same specs submitted later to fill its cells.
+async function cellsOf(sweepId) {
+  const own = await allRuns({ sweep_id: sweepId });
+  const hashes = new Set(own.map((r) => r.spec_hash));
+  const pes = [...new Set(own.map((r) => r.pe))];
+  const others = (await Promise.all(pes.map((pe) => allRuns({ pe }))))
+    .flat().filter((r) => hashes.has(r.spec_hash) && r.sweep_id !== sweepId);
+  return own.concat(others);
+}
+
+async function matrix(root, sweepId) {
+  const runs = await cellsOf(sweepId);
+  root.append(h("h1", {}, `Sweep ${sweepId}`));
+  if (runs.length === 0) {
+    root.append(h("p", { class: "muted" }, `Sweep ${sweepId} has no runs.`));
+    return;
+  }
+  const rowsOf = [...new Set(runs.map((r) => r.pe))].sort();
+  const columns = [...new Set(runs.map((r) => `${r.arch} · ${r.dataset}`))].sort();
+  const seeds = [...new Set(runs.map((r) => r.seed))].sort((a, b) => a - b);
+  const cells = new Map();
+  for (const run of runs) {
+    const key = `${run.pe}|${run.arch} · ${run.dataset}|${run.spec_hash}`;
+    const cell = cells.get(key) ?? { pe: run.pe, column: `${run.arch} · ${run.dataset}`, runs: [] };
+    cell.runs.push(run);
+    cells.set(key, cell);
+  }
+  const missing = [...cells.values()].map((cell) => ({ cell,
+    seeds: seeds.filter((s) => !cell.runs.some((r) => r.seed === s)) })).filter((m) => m.seeds.length);
+
+  const body = rowsOf.map((pe) => h("tr", {}, h("th", {}, pe), columns.map((column) => h("td", {},
+    [...cells.values()].filter((c) => c.pe === pe && c.column === column)
+      .map((cell) => seedBadges(cell, seeds))))));
+  const fill = h("button", { id: "fill-missing", disabled: missing.length === 0,
+    onclick: async () => {
+      fill.disabled = true;
+      await fillMissing(missing);
+      root.replaceChildren();
+      await matrix(root, sweepId);
+    } }, `Fill ${missing.reduce((n, m) => n + m.seeds.length, 0)} missing`);
+  root.append(h("div", { class: "panel" },
+    h("div", { class: "legend" }, STATES.map((s) => h("span", { class: `seed ${s}` }, s.toLowerCase()))),
+    table(["PE", ...columns], body, { id: "matrix", class: "matrix" }), h("p", {}, fill)));
+}
+
+function seedBadges(cell, seeds) {
+  const bySeed = new Map(cell.runs.map((r) => [r.seed, r]));
+  return h("div", { class: "cell" }, seeds.map((seed) => {
+    const run = bySeed.get(seed);
+    if (!run) return h("span", { class: "seed MISSING", title: `seed ${seed}: missing` }, seed);
+    return h("a", { class: `seed ${run.status}`, href: `#/runs/${run.id}`,
+      title: `seed ${seed}: run #${run.id} ${run.status.toLowerCase()}` }, seed);
+  }));
+}
+
+// NOTE: the API returns the canonical spec (without name, tags and resources), so a filled
+// seed runs with the default resources of its spec.
+async function fillMissing(missing) {
+  for (const { cell, seeds } of missing) {
+    const { spec } = await get(`/runs/${cell.runs[0].id}`);
+    await post("/specs", { spec, seeds, policy: "reuse" });
+  }
+}

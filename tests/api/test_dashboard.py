@@ -1,0 +1,307 @@
+"""The dashboard in headless Chromium against a real server holding real finished runs.
+
+The runs are created through the REST API and reported exactly as a worker reports them
+(claimed, started, metrics, finished). Every page must load, show the API's numbers, draw
+non-empty charts and log no console error; screenshots go to test-artifacts/dashboard/.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.settings import Settings
+from tests.conftest import ThreadServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+GROUPS = ("distance", "orientation", "area", "vector_sum", "average")
+EPOCHS = 4
+STEPS_PER_EPOCH = 10
+BASE = {
+    "dataset": {"name": "three-cell", "preset": "quick"},
+    "train": {"epochs": EPOCHS},
+    "pe": {"name": "none"},
+}
+FIRST_PALETTE_RGB = (0x3B, 0x5B, 0xDB)
+
+
+@dataclass
+class Served:
+    url: str
+    api: httpx.Client
+    runs: dict[str, int]
+
+
+def _epoch_metrics(pe: str, seed: int, epoch: int) -> dict[str, float]:
+    """A learning curve that falls with the epoch and differs by PE and seed."""
+    lift = {"none": 0.0, "loope": 9.0}[pe] + 1.5 * seed
+    metrics = {"train/loss": 0.7 * math.exp(-0.4 * epoch) + 0.01 * seed}
+    metrics |= {"val/loss": metrics["train/loss"] + 0.05, "epoch": float(epoch)}
+    metrics |= {"lr": 1e-3 * math.cos(math.pi * epoch / (2 * EPOCHS))}
+    for i, group in enumerate(GROUPS):
+        metrics[f"val/{group}"] = 50.0 + lift + 4.0 * epoch + i
+    metrics["val/acc"] = metrics["val/average"]
+    return metrics
+
+
+def _final_metrics(pe: str, seed: int) -> dict[str, float]:
+    last = _epoch_metrics(pe, seed, EPOCHS)
+    test = {f"test/{g}": last[f"val/{g}"] - 1.0 for g in GROUPS}
+    majority = {f"baseline/{g}": 55.0 + i for i, g in enumerate(GROUPS)}
+    return test | {"test/acc": test["test/average"], "test/loss": last["val/loss"]} | majority
+
+
+def _post_metrics(api: httpx.Client, run_id: int, attempt: int, points: list[dict]) -> None:
+    response = api.post(f"/runs/{run_id}/metrics", json={"attempt": attempt, "points": points})
+    assert response.status_code == 200, response.text
+
+
+def _points(step: int, metrics: dict[str, float | str]) -> list[dict]:
+    return [{"key": key, "step": step, "value": value} for key, value in metrics.items()]
+
+
+def _train(api: httpx.Client, queue, run_id: int, pe: str, seed: int, epochs: range) -> int:
+    """Claim the run and report `epochs` as the worker would; returns the attempt number."""
+    assert queue.claim(run_id) is not None, f"run {run_id} could not be claimed"
+    attempt = api.get(f"/runs/{run_id}").json()["attempt"]
+    resumed = epochs.start - 1 if epochs.start > 1 else None
+    started = {"attempt": attempt, "node": "node-a", "resumed_from_epoch": resumed}
+    assert api.post(f"/runs/{run_id}/started", json=started).status_code == 204
+    for epoch in epochs:
+        step = epoch * STEPS_PER_EPOCH
+        metrics = _epoch_metrics(pe, seed, epoch)
+        _post_metrics(api, run_id, attempt, _points(step, metrics))
+    return attempt
+
+
+def _finish(api: httpx.Client, run_id: int, attempt: int, outcome: str, **extra: str) -> None:
+    body = {"attempt": attempt, "outcome": outcome, **extra}
+    response = api.post(f"/runs/{run_id}/finished", json=body)
+    assert response.status_code == 200, response.text
+
+
+def _populate(api: httpx.Client, queue) -> dict[str, int]:
+    """A sweep of two PEs × three seeds, finished; one failed, one diverged, one resumed."""
+    sweep = {"base": BASE, "axes": {"pe.name": ["none", "loope"]}, "seeds": [0, 1, 2]}
+    created = api.post("/sweeps", json=sweep).json()["created"]
+    cells = [(pe, seed) for pe in ("none", "loope") for seed in (0, 1, 2)]
+    runs = dict(zip([f"{pe}-{seed}" for pe, seed in cells], created, strict=True))
+    for (pe, seed), run_id in zip(cells, created, strict=True):
+        if (pe, seed) == ("loope", 2):
+            continue
+        if (pe, seed) == ("none", 1):
+            first = _train(api, queue, run_id, pe, seed, range(1, 3))
+            assert queue.requeue(run_id, first, "worker lost")
+            attempt = _train(api, queue, run_id, pe, seed, range(3, EPOCHS + 1))
+        else:
+            attempt = _train(api, queue, run_id, pe, seed, range(1, EPOCHS + 1))
+        _post_metrics(
+            api, run_id, attempt, _points(EPOCHS * STEPS_PER_EPOCH, _final_metrics(pe, seed))
+        )
+        _finish(api, run_id, attempt, "succeeded")
+
+    failing = runs["loope-2"]
+    attempt = _train(api, queue, failing, "loope", 2, range(1, 2))
+    reason = "Traceback (most recent call last):\nValueError: patch grid 7x7 does not divide 32"
+    _finish(api, failing, attempt, "failed", failure_kind="user_code", reason=reason)
+
+    [diverging] = api.post("/specs", json={"spec": BASE | {"name": "hot"}, "seeds": [7]}).json()[
+        "created"
+    ]
+    attempt = _train(api, queue, diverging, "none", 7, range(1, 2))
+    _post_metrics(api, diverging, attempt, _points(15, {"train/loss": "nan"}))
+    _finish(api, diverging, attempt, "diverged", reason="loss not finite at step 15")
+    runs["diverged"] = diverging
+
+    [queued] = api.post(
+        "/specs", json={"spec": BASE | {"pe": {"name": "loope"}}, "seeds": [9]}
+    ).json()["created"]
+    runs["queued"] = queued
+    return runs
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("dashboard") / "data")
+    with (
+        ThreadServer(settings, dispatch=False) as server,
+        httpx.Client(base_url=f"{server.url}/api/v1", timeout=30) as api,
+    ):
+        queue = server.server.config.app.state.queue
+        yield Served(server.url, api, _populate(api, queue))
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (make test does, as root)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        yield context
+        context.close()
+
+
+@dataclass
+class Page:
+    """A browser tab with the console errors and failed requests it saw."""
+
+    tab: object
+    errors: list[str]
+
+    def open(self, url: str) -> None:
+        self.tab.goto(url)
+        self.tab.wait_for_selector("#view[data-state=ready], #view[data-state=error]")
+        assert self.tab.get_attribute("#view", "data-state") == "ready", self.text("#view")
+
+    def text(self, selector: str) -> str:
+        return self.tab.inner_text(selector)
+
+    def texts(self, selector: str) -> list[str]:
+        return [node.inner_text() for node in self.tab.query_selector_all(selector)]
+
+    def shot(self, name: str) -> None:
+        self.tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+    def drawn_pixels(self, canvas_id: str, rgb: tuple[int, int, int] = FIRST_PALETTE_RGB) -> int:
+        """How many pixels of the canvas are (close to) the colour `rgb`."""
+        script = """([id, rgb]) => {
+            const canvas = document.getElementById(id);
+            const { width, height } = canvas;
+            const data = canvas.getContext("2d").getImageData(0, 0, width, height).data;
+            let n = 0;
+            for (let i = 0; i < data.length; i += 4) {
+                const near = [0, 1, 2].every((c) => Math.abs(data[i + c] - rgb[c]) < 40);
+                if (data[i + 3] > 128 && near) n++;
+            }
+            return n;
+        }"""
+        return self.tab.evaluate(script, [canvas_id, list(rgb)])
+
+
+@pytest.fixture
+def page(browser_context: object) -> Iterator[Page]:
+    tab = browser_context.new_page()
+    errors: list[str] = []
+    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    yield Page(tab, errors)
+    assert "[object " not in tab.inner_text("body"), "a value was rendered as [object ...]"
+    tab.close()
+    assert errors == [], errors
+
+
+def _fmt3(value: float) -> str:
+    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3f}"
+
+
+def test_dashboard_files_are_served_and_confined(served: Served) -> None:
+    root = httpx.get(f"{served.url}/")
+    assert root.status_code == 200 and "text/html" in root.headers["content-type"]
+    script = httpx.get(f"{served.url}/dashboard/js/app.js")
+    assert "javascript" in script.headers["content-type"]
+    licence = httpx.get(f"{served.url}/dashboard/vendor/chart.js.LICENSE.md")
+    assert "MIT License" in licence.text
+    assert httpx.get(f"{served.url}/dashboard/../routes/dashboard.py").status_code == 404
+    assert httpx.get(f"{served.url}/dashboard/%2e%2e/app.py").status_code == 404
+
+
+def test_runs_page_lists_every_run_with_status_and_failure(served: Served, page: Page) -> None:
+    page.open(f"{served.url}/#/runs")
+    page.tab.wait_for_selector("#runs tbody tr")
+    listed = served.api.get("/runs").json()["runs"]
+    rows = page.tab.query_selector_all("#runs tbody tr")
+    assert [int(r.get_attribute("data-run")) for r in rows] == [r["id"] for r in listed]
+    assert [r.get_attribute("data-status") for r in rows] == [r["status"] for r in listed]
+    failed = page.text(f"#runs tr[data-run='{served.runs['loope-2']}']")
+    assert "user_code" in failed and "does not divide 32" in failed
+    assert "diverged" in page.text(f"#runs tr[data-run='{served.runs['diverged']}']")
+    page.shot("runs")
+
+    page.tab.select_option("#filter-status", "FAILED")
+    page.tab.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 1")
+    assert "#/runs?status=FAILED" in page.tab.url
+
+
+def test_run_page_draws_learning_curves_and_shows_attempts(served: Served, page: Page) -> None:
+    run_id = served.runs["none-1"]
+    page.open(f"{served.url}/#/runs/{run_id}")
+    run = served.api.get(f"/runs/{run_id}").json()
+    for canvas in ("chart-loss", "chart-acc", "chart-lr"):
+        assert page.drawn_pixels(canvas) > 100, f"{canvas} has no line drawn"
+    summary = dict(
+        (row.query_selector("td").inner_text(), row.query_selector("td.num").inner_text())
+        for row in page.tab.query_selector_all("#summary tbody tr")
+    )
+    assert summary["test/average"] == _fmt3(run["summary"]["test/average"])
+    assert summary["train/loss"] == _fmt3(run["summary"]["train/loss"])
+    attempts = page.texts("#attempts tbody tr")
+    assert len(attempts) == 2 and "worker lost" in attempts[0]
+    assert attempts[1].split("\t")[2] == "2"  # resumed from epoch 2
+    assert '"name": "none"' in page.text("#spec")
+    assert "attempts\n2\n" in page.text("#overview")
+    page.shot("run-resumed")
+
+
+def test_diverged_run_says_where_the_loss_stopped_being_finite(served: Served, page: Page) -> None:
+    page.open(f"{served.url}/#/runs/{served.runs['diverged']}")
+    assert "train/loss is nan at step 15" in page.text("#view")
+    page.shot("run-diverged")
+
+
+def test_compare_page_shows_group_statistics_and_three_cell_bars(
+    served: Served, page: Page
+) -> None:
+    page.open(f"{served.url}/#/compare?group_by=pe.name&baseline=none")
+    groups = served.api.get("/compare", params={"group_by": "pe.name"}).json()["groups"]
+    for group in groups:
+        row = page.tab.query_selector(f"#comparison tr[data-group='{group['key']['pe.name']}']")
+        stat = group["metrics"]["average"]
+        cells = row.inner_text()
+        assert f"{group['key']['pe.name']}" in cells and "failed" in page.text("#comparison thead")
+        assert f"{_fmt3(stat['mean'])} ± {_fmt3(stat['std'])}" in cells
+    best = page.texts("#comparison td.best")
+    loope_average = next(g for g in groups if g["key"]["pe.name"] == "loope")["metrics"]["average"]
+    assert any(text.startswith(_fmt3(loope_average["mean"])) for text in best)
+    assert page.texts("#comparison tr[data-group='loope'] .sig")  # differs from the baseline
+    assert page.drawn_pixels("chart-three-cell") > 500, "no bars drawn"
+    assert page.drawn_pixels("chart-three-cell", (0x21, 0x25, 0x29)) > 50, "no majority line"
+    page.shot("compare")
+
+
+def test_sweep_matrix_shows_cell_states_and_fills_missing_seeds(served: Served, page: Page) -> None:
+    sweep_id = served.api.get(f"/runs/{served.runs['none-0']}").json()["sweep_id"]
+    page.open(f"{served.url}/#/sweeps/{sweep_id}")
+    states = {b.get_attribute("title") for b in page.tab.query_selector_all("#matrix .seed")}
+    assert f"seed 2: run #{served.runs['loope-2']} failed" in states
+    assert f"seed 7: run #{served.runs['diverged']} diverged" in states
+    assert len(page.tab.query_selector_all("#matrix .seed.MISSING")) == 2
+    page.shot("sweep-before-fill")
+
+    before = {r["id"] for r in served.api.get("/runs").json()["runs"]}
+    page.tab.click("#fill-missing")
+    page.tab.wait_for_function("document.querySelectorAll('#matrix .seed.MISSING').length === 0")
+    after = served.api.get("/runs").json()["runs"]
+    added = sorted((r["pe"], r["seed"], r["status"]) for r in after if r["id"] not in before)
+    assert added == [("loope", 7, "QUEUED"), ("none", 9, "QUEUED")]
+    page.shot("sweep-after-fill")
