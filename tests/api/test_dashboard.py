@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.db import FailureKind
 from service.settings import Settings
 from tests.conftest import ThreadServer
 
@@ -73,8 +74,9 @@ def _points(step: int, metrics: dict[str, float | str]) -> list[dict]:
 
 def _train(api: httpx.Client, queue, run_id: int, pe: str, seed: int, epochs: range) -> int:
     """Claim the run and report `epochs` as the worker would; returns the attempt number."""
-    assert queue.claim(run_id) is not None, f"run {run_id} could not be claimed"
-    attempt = api.get(f"/runs/{run_id}").json()["attempt"]
+    claimed = queue.claim(run_id, lease_s=600)
+    assert claimed is not None, f"run {run_id} could not be claimed"
+    attempt = claimed[0].attempt
     resumed = epochs.start - 1 if epochs.start > 1 else None
     started = {"attempt": attempt, "node": "node-a", "resumed_from_epoch": resumed}
     assert api.post(f"/runs/{run_id}/started", json=started).status_code == 204
@@ -102,7 +104,7 @@ def _populate(api: httpx.Client, queue) -> dict[str, int]:
             continue
         if (pe, seed) == ("none", 1):
             first = _train(api, queue, run_id, pe, seed, range(1, 3))
-            assert queue.requeue(run_id, first, "worker lost")
+            assert queue.requeue(run_id, first, FailureKind.INFRA_LOST, "worker lost")
             attempt = _train(api, queue, run_id, pe, seed, range(3, EPOCHS + 1))
         else:
             attempt = _train(api, queue, run_id, pe, seed, range(1, EPOCHS + 1))
