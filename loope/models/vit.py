@@ -5,7 +5,8 @@ size, so the patch embedding hands over tokens on their grid (B, h, w, D). Where
 goes depends on its kind:
 
 - additive: `_pos_embed`, the one place the host puts position in, adds it to the tokens;
-  image-conditioned PEs read the image that `forward_features` received;
+  image-conditioned PEs read the image that `forward_features` (or
+  `forward_intermediates`) received;
 - attention bias and rotary: every block's attention is a `PEAttention`, timm's attention
   with the same parameters, which adds the bias to the logits (as the `attn_mask` of
   `scaled_dot_product_attention`) or turns queries and keys before attending;
@@ -20,6 +21,8 @@ heads attention heads, Dh head width.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -188,10 +191,20 @@ class PEVisionTransformer(VisionTransformer):
         return host | {f"pe.{name}" for name in self.pe.no_weight_decay()}
 
     def forward_features(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        conditioned = isinstance(self.pe, AdditivePE) and self.pe.info.image_conditioned
-        self._images = x if conditioned else None
-        try:
+        with self._showing_images(x):
             return super().forward_features(x, **kwargs)
+
+    def forward_intermediates(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        with self._showing_images(x):
+            return super().forward_intermediates(x, *args, **kwargs)
+
+    @contextmanager
+    def _showing_images(self, images: torch.Tensor) -> Iterator[None]:
+        """Let an image-conditioned additive PE see `images` (B, C, H, W) during one pass."""
+        conditioned = isinstance(self.pe, AdditivePE) and self.pe.info.image_conditioned
+        self._images = images if conditioned else None
+        try:
+            yield
         finally:
             self._images = None
 

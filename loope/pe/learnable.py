@@ -32,7 +32,7 @@ class LearnablePE(AdditivePE):
     """A table of N patch rows plus one CLS row, drawn from N(0, 0.02²).
 
     On another grid the patch rows are resampled bicubically as an h×w image; the CLS row
-    is kept.
+    is kept. Both tables skip weight decay.
     """
 
     info = PEInfo(

@@ -113,3 +113,12 @@ def test_refusals_name_the_problem() -> None:
         PEVisionTransformer(
             "rpe", {"num_heads": 4}, img_size=IMAGE, patch_size=8, embed_dim=32, num_heads=2
         )
+
+
+@pytest.mark.parametrize("name", ["loope", "cpvt", "rope-mixed"])
+def test_forward_intermediates_sees_the_same_pe(name: str) -> None:
+    model = tiny(name).eval()
+    x = images(2)
+    with torch.no_grad():
+        final, _ = model.forward_intermediates(x, indices=1, norm=False)
+        assert torch.allclose(final, model.forward_features(x), atol=1e-6)
