@@ -6,10 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api.routes import attempts, compare, dashboard, metrics, runs, submit
+from api.deps import current_user, worker_only
+from api.limits import BodySizeLimit
+from api.routes import artifacts, attempts, compare, dashboard, metrics, runs, submit, users
+from service.auth import Accounts, auth_required
 from service.db import make_engine, make_sessionmaker
 from service.queue import RunQueue
 from service.settings import Settings
@@ -24,6 +27,7 @@ API_PREFIX = "/api/v1"
 def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> FastAPI:
     """Build the app; with `dispatch`, it also connects to Ray and runs the dispatcher."""
     settings = settings or Settings()
+    require_tokens = auth_required(settings.auth, settings.host)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -32,11 +36,15 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         sessions = make_sessionmaker(engine)
         app.state.store = Store(sessions)
         app.state.queue = RunQueue(sessions)
+        app.state.accounts = Accounts(sessions)
+        app.state.auth_required = require_tokens
         app.state.dispatcher = None
+        worker_settings = _announce_auth(settings, app.state.accounts, require_tokens)
+        app.state.worker_token = worker_settings.worker_token
         if dispatch:
             from service.dispatcher import Dispatcher
 
-            app.state.dispatcher = Dispatcher(app.state.store, app.state.queue, settings)
+            app.state.dispatcher = Dispatcher(app.state.store, app.state.queue, worker_settings)
             app.state.dispatcher.start()
         log.info("serving %s", settings.resolved_database_url())
         yield
@@ -45,8 +53,11 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         engine.dispose()
 
     app = FastAPI(title="loope", version="0.1.0", lifespan=lifespan)
-    for module in (submit, runs, attempts, metrics, compare):
-        app.include_router(module.router, prefix=API_PREFIX)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    signed_in = [Depends(current_user)]
+    for module in (submit, runs, metrics, compare, artifacts, users):
+        app.include_router(module.router, prefix=API_PREFIX, dependencies=signed_in)
+    app.include_router(attempts.router, prefix=API_PREFIX, dependencies=[Depends(worker_only)])
     app.include_router(dashboard.router)
     app.add_exception_handler(SpecError, _spec_error)
 
@@ -56,6 +67,19 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         return {"status": "ok", "runs": request.app.state.store.count_by_status()}
 
     return app
+
+
+def _announce_auth(settings: Settings, accounts: Accounts, require_tokens: bool) -> Settings:
+    """Log whether tokens are required; with auth on, give the workers a fresh token."""
+    if not require_tokens:
+        log.warning(
+            "auth is OFF: anyone who can reach %s:%d acts as admin (allowed on loopback only)",
+            settings.host,
+            settings.port,
+        )
+        return settings
+    log.info("auth is on: every call needs a bearer token")
+    return settings.model_copy(update={"worker_token": accounts.service_token()})
 
 
 async def _spec_error(_request: Request, error: Exception) -> JSONResponse:

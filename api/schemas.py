@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_SEEDS = 1000
 MAX_BATCH_POINTS = 10_000
 MAX_SWEEP_CELLS = 10_000
+MAX_DB_INT = 2**31 - 1  # PostgreSQL's INTEGER; larger ids, seeds and steps are refused
 
 JsonNumber = float | Literal["nan", "+inf", "-inf"]
+DbInt = Annotated[int, Field(ge=0, le=MAX_DB_INT)]
+Seed = Annotated[int, Field(ge=0, le=MAX_DB_INT)]
+# Names and keys may hold any Unicode text except control characters (NUL included, which
+# PostgreSQL cannot store).
+NO_CONTROL = r"^[^\x00-\x1f\x7f]+$"
+MetricKey = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_CONTROL)]
 
 
 class Body(BaseModel):
@@ -22,7 +29,7 @@ class SubmitSpec(Body):
     """One spec run with each of `seeds`."""
 
     spec: dict[str, Any]
-    seeds: list[int] = Field(default=[0], min_length=1, max_length=MAX_SEEDS)
+    seeds: list[Seed] = Field(default=[0], min_length=1, max_length=MAX_SEEDS)
     priority: int = Field(default=0, ge=-1000, le=1000)
     policy: Literal["reuse", "skip", "force-new"] = "reuse"
 
@@ -33,10 +40,10 @@ class SubmitSweep(Body):
     Axes are dotted spec paths, e.g. {"pe.name": ["none", "loope"], "train.lr": [1e-3]}.
     """
 
-    name: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=200, pattern=NO_CONTROL)
     base: dict[str, Any]
     axes: dict[str, list[Any]] = Field(default_factory=dict, max_length=16)
-    seeds: list[int] = Field(default=[0], min_length=1, max_length=MAX_SEEDS)
+    seeds: list[Seed] = Field(default=[0], min_length=1, max_length=MAX_SEEDS)
     priority: int = Field(default=0, ge=-1000, le=1000)
     policy: Literal["reuse", "skip", "force-new"] = "reuse"
 
@@ -69,6 +76,7 @@ class RunOut(BaseModel):
     arch: str
     dataset: str
     attempt: int
+    owner: str | None = None
     failure_kind: str | None
     failure_reason: str | None
     created_at: dt.datetime
@@ -85,14 +93,16 @@ class RunPage(BaseModel):
 
 
 class MetricPointIn(Body):
-    key: str = Field(min_length=1, max_length=200)
-    step: int = Field(ge=0)
+    key: MetricKey
+    step: DbInt
     value: JsonNumber
 
 
 class MetricBatch(Body):
-    attempt: int = Field(ge=1)
-    points: list[MetricPointIn] = Field(max_length=MAX_BATCH_POINTS)
+    """Points of one attempt; more than MAX_BATCH_POINTS is refused with 413."""
+
+    attempt: int = Field(ge=1, le=MAX_DB_INT)
+    points: list[MetricPointIn]
 
 
 class IngestResult(BaseModel):
@@ -126,6 +136,18 @@ class StatisticOut(BaseModel):
     ci95: tuple[JsonNumber, JsonNumber]
 
 
+class PairedTestOut(BaseModel):
+    """A paired t-test of a group against the baseline PE over the seeds both ran."""
+
+    baseline: dict[str, Any]
+    pairs: int
+    mean_difference: JsonNumber | None
+    p_value: JsonNumber | None
+    p_holm: JsonNumber | None
+    verdict: Literal["significant", "not significant", "no test"]
+    reason: str | None = None
+
+
 class GroupOut(BaseModel):
     key: dict[str, Any]
     runs: list[int]
@@ -133,9 +155,50 @@ class GroupOut(BaseModel):
     failed: int
     metrics: dict[str, StatisticOut]
     baseline: dict[str, JsonNumber]
+    tests: dict[str, PairedTestOut] = Field(default_factory=dict)
 
 
 class Comparison(BaseModel):
     group_by: list[str]
     metric_prefix: str
+    baseline_pe: str | None = None
+    alpha: float = 0.05
     groups: list[GroupOut]
+
+
+class ArtifactIn(Body):
+    """A file an attempt wrote to the artifact store."""
+
+    attempt: int = Field(ge=1, le=MAX_DB_INT)
+    kind: Literal["checkpoint", "plot", "pe-map", "log", "other"]
+    uri: str = Field(min_length=1, max_length=2000, pattern=NO_CONTROL)
+    size_bytes: int | None = Field(default=None, ge=0, le=2**62)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class ArtifactOut(BaseModel):
+    id: int
+    run_id: int
+    attempt: int
+    kind: str
+    uri: str
+    size_bytes: int | None
+    sha256: str | None
+    created_at: dt.datetime
+
+
+class UserIn(Body):
+    name: str = Field(min_length=1, max_length=200, pattern=NO_CONTROL)
+    admin: bool = False
+
+
+class UserOut(BaseModel):
+    id: int | None
+    name: str
+    role: str
+
+
+class UserCreated(UserOut):
+    """The new user's token, shown this once; only its hash is stored."""
+
+    token: str

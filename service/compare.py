@@ -1,18 +1,35 @@
-"""Comparisons of finished runs: groups of runs that differ only by seed, with statistics."""
+"""Comparisons of finished runs: groups of runs that differ only by seed, with statistics.
+
+Each group gets, per metric, the mean, sample standard deviation, n and a 95 % t-interval
+over its succeeded runs, and counts of diverged and failed runs. Against a baseline PE,
+each group is compared by a paired t-test over the seeds both groups ran, and the p-values
+of all tests in one comparison are adjusted together by Holm's step-down method.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from scipy import stats
 
-from service.db import MetricSummary, Run, RunStatus, Spec
+from service.db import RunStatus
 from service.metrics import restore
+from service.store import RunRow, SummaryRow
 
 THREE_CELL_GROUPS = ("distance", "orientation", "area", "vector_sum", "average")
+BASELINE_PREFIX = "baseline/"
+PE_FIELD = "pe.name"
+
+Verdict = Literal["significant", "not significant", "no test"]
+
+
+@functools.lru_cache(maxsize=1024)
+def _t_quantile(dof: int) -> float:
+    return float(stats.t.ppf(0.975, dof))
 
 
 @dataclass(frozen=True)
@@ -27,12 +44,25 @@ class Statistic:
     @classmethod
     def of(cls, values: Sequence[float]) -> Statistic:
         n = len(values)
-        mean = sum(values) / n
+        mean = math.fsum(values) / n
         if n < 2:
             return cls(mean, math.nan, n, (math.nan, math.nan))
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-        half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
+        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+        half = _t_quantile(n - 1) * std / math.sqrt(n)
         return cls(mean, std, n, (mean - half, mean + half))
+
+
+@dataclass
+class PairedTest:
+    """A group against the baseline PE over shared seeds; `p_holm` is the adjusted p."""
+
+    baseline: dict[str, Any]
+    pairs: int
+    mean_difference: float | None = None
+    p_value: float | None = None
+    p_holm: float | None = None
+    verdict: Verdict = "no test"
+    reason: str | None = None
 
 
 @dataclass
@@ -45,54 +75,125 @@ class Group:
     failed: int = 0
     metrics: dict[str, Statistic] = field(default_factory=dict)
     baseline: dict[str, float] = field(default_factory=dict)
+    tests: dict[str, PairedTest] = field(default_factory=dict)
+    # metric -> seed -> value of the latest succeeded run of that seed
+    by_seed: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
-def field_value(spec: Spec, path: str) -> Any:
+def field_value(canonical: dict[str, Any], path: str) -> Any:
     """A spec field by dotted path, e.g. `pe.name` or `dataset.preset`."""
-    value: Any = spec.canonical
+    value: Any = canonical
     for part in path.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
 
 
 def compare(
-    rows: Sequence[tuple[Run, Spec]],
-    summaries: dict[int, dict[str, MetricSummary]],
+    runs: Sequence[RunRow],
+    specs: dict[int, dict[str, Any]],
+    summaries: Iterable[SummaryRow],
     group_by: Sequence[str],
     prefix: str = "test/",
+    baseline_pe: str | None = None,
+    alpha: float = 0.05,
 ) -> list[Group]:
     """Group runs by the `group_by` spec fields and summarise their `prefix` metrics."""
+    spec_keys = {
+        spec_id: tuple(field_value(canonical, path) for path in group_by)
+        for spec_id, canonical in specs.items()
+    }
     groups: dict[tuple, Group] = {}
-    values: dict[tuple, dict[str, list[float]]] = {}
-    for run, spec in rows:
-        key_values = tuple(field_value(spec, path) for path in group_by)
-        group = groups.setdefault(key_values, Group(dict(zip(group_by, key_values, strict=True))))
+    run_group: dict[int, tuple[Group, int]] = {}
+    for run in sorted(runs, key=lambda r: r.id):
+        key = spec_keys[run.spec_id]
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = Group(dict(zip(group_by, key, strict=True)))
         if run.status == RunStatus.DIVERGED:
             group.diverged += 1
         elif run.status == RunStatus.FAILED:
             group.failed += 1
-        if run.status != RunStatus.SUCCEEDED:
-            continue
-        group.run_ids.append(run.id)
-        _collect(summaries.get(run.id, {}), prefix, values.setdefault(key_values, {}), group)
-    for key_values, group in groups.items():
-        metric_values = values.get(key_values, {})
-        group.metrics = {name: Statistic.of(vals) for name, vals in sorted(metric_values.items())}
-    return list(groups.values())
+        elif run.status == RunStatus.SUCCEEDED:
+            group.run_ids.append(run.id)
+            run_group[run.id] = (group, run.seed)
+    _collect(summaries, run_group, prefix)
+    for group in groups.values():
+        group.metrics = {
+            name: Statistic.of(list(values.values()))
+            for name, values in sorted(group.by_seed.items())
+        }
+    if baseline_pe is not None:
+        _paired_tests(list(groups.values()), group_by, baseline_pe, alpha)
+    return sorted(groups.values(), key=lambda g: tuple(map(str, g.key.values())))
 
 
 def _collect(
-    run_summaries: dict[str, MetricSummary],
-    prefix: str,
-    into: dict[str, list[float]],
-    group: Group,
+    summaries: Iterable[SummaryRow], run_group: dict[int, tuple[Group, int]], prefix: str
 ) -> None:
-    baseline_values: dict[str, list[float]] = {}
-    for key, summary in run_summaries.items():
-        value = restore(summary.last, summary.last_kind)
-        if key.startswith(prefix):
-            into.setdefault(key.removeprefix(prefix), []).append(value)
-        elif key.startswith("baseline/"):
-            baseline_values.setdefault(key.removeprefix("baseline/"), []).append(value)
-    for name, vals in baseline_values.items():
-        group.baseline[name] = sum(vals) / len(vals)
+    """File each summary's last value under its group, metric and seed (later runs win)."""
+    baseline_values: dict[int, tuple[Group, dict[str, list[float]]]] = {}
+    for row in sorted(summaries, key=lambda r: r.run_id):
+        found = run_group.get(row.run_id)
+        if found is None:
+            continue
+        group, seed = found
+        value = restore(row.last, row.last_kind)
+        if row.key.startswith(prefix):
+            group.by_seed.setdefault(row.key.removeprefix(prefix), {})[seed] = value
+        elif row.key.startswith(BASELINE_PREFIX):
+            name = row.key.removeprefix(BASELINE_PREFIX)
+            _, named = baseline_values.setdefault(id(group), (group, {}))
+            named.setdefault(name, []).append(value)
+    for group, named in baseline_values.values():
+        group.baseline = {name: math.fsum(v) / len(v) for name, v in sorted(named.items())}
+
+
+def _paired_tests(
+    groups: list[Group], group_by: Sequence[str], baseline_pe: str, alpha: float
+) -> None:
+    """Test each non-baseline group against its baseline twin, then Holm-adjust all p."""
+    if PE_FIELD not in group_by:
+        raise ValueError(f"baseline_pe needs {PE_FIELD!r} among the group_by fields")
+    others = [path for path in group_by if path != PE_FIELD]
+    twins = {tuple(g.key[p] for p in others): g for g in groups if g.key[PE_FIELD] == baseline_pe}
+    done: list[PairedTest] = []
+    for group in groups:
+        twin = twins.get(tuple(group.key[p] for p in others))
+        if group.key[PE_FIELD] == baseline_pe or twin is None:
+            continue
+        for metric, values in group.by_seed.items():
+            test = _paired(values, twin.by_seed.get(metric, {}), twin.key)
+            group.tests[metric] = test
+            done.append(test)
+    holm(done, alpha)
+
+
+def _paired(values: dict[int, float], base: dict[int, float], key: dict[str, Any]) -> PairedTest:
+    seeds = sorted(s for s in values.keys() & base.keys() if _finite(values[s], base[s]))
+    test = PairedTest(baseline=dict(key), pairs=len(seeds))
+    if len(seeds) < 2:
+        test.reason = f"{len(seeds)} shared seed(s) with finite values; a test needs 2"
+        return test
+    differences = [values[s] - base[s] for s in seeds]
+    test.mean_difference = math.fsum(differences) / len(differences)
+    if max(differences) == min(differences):
+        test.reason = "the differences are all equal, so their variance is zero"
+        return test
+    result = stats.ttest_rel([values[s] for s in seeds], [base[s] for s in seeds])
+    test.p_value = float(result.pvalue)
+    return test
+
+
+def holm(tests: Sequence[PairedTest], alpha: float) -> None:
+    """Holm's step-down adjustment over every test that has a p-value; sets the verdicts."""
+    ranked = sorted((t for t in tests if t.p_value is not None), key=lambda t: t.p_value)
+    running = 0.0
+    for rank, test in enumerate(ranked):
+        assert test.p_value is not None
+        running = max(running, min(1.0, (len(ranked) - rank) * test.p_value))
+        test.p_holm = running
+        test.verdict = "significant" if running < alpha else "not significant"
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,10 @@ class Settings(BaseSettings):
         ray_num_cpus / ray_num_gpus: the size of the local Ray; GPUs may be declared on a CPU
             machine to exercise scheduling.
         api_url: how workers reach the API; defaults to the address the server listens on.
+        auth: `on` demands a bearer token on every call; `off` is allowed only on a loopback
+            host; `auto` is on unless the server listens on loopback.
+        max_body_bytes: the largest request body accepted (413 above it).
+        worker_token: the token workers send; the service makes a fresh one at each start.
     """
 
     model_config = SettingsConfigDict(env_prefix="LOOPE_")
@@ -34,6 +39,9 @@ class Settings(BaseSettings):
     dispatch_interval_s: float = Field(default=0.2, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000
+    auth: Literal["auto", "on", "off"] = "auto"
+    max_body_bytes: int = Field(default=16 * 2**20, ge=1024)
+    worker_token: str | None = None
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'loope.db').resolve()}"

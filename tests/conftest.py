@@ -132,11 +132,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def api(tmp_path: Path, database_url: str) -> Iterator[httpx.Client]:
-    """A client of a real server (each database in turn, auth off on loopback, no dispatcher)."""
+def server(tmp_path: Path, database_url: str) -> Iterator[ThreadServer]:
+    """A real server on each database in turn (auth off on loopback, no dispatcher)."""
     settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
-    with (
-        ThreadServer(settings, dispatch=False) as server,
-        httpx.Client(base_url=f"{server.url}/api/v1", timeout=30) as client,
-    ):
+    with ThreadServer(settings, dispatch=False) as running:
+        yield running
+
+
+@pytest.fixture
+def api(server: ThreadServer) -> Iterator[httpx.Client]:
+    """A client of the `server` fixture's REST API."""
+    with httpx.Client(base_url=f"{server.url}/api/v1", timeout=30) as client:
         yield client

@@ -6,7 +6,7 @@ import math
 
 from fastapi import APIRouter, HTTPException, Request
 
-from api.deps import StoreDep
+from api.deps import StoreDep, UserDep
 from api.schemas import MAX_SWEEP_CELLS, Submission, SubmitSpec, SubmitSweep
 from service.store import RunRequest
 from service.sweeps import expand, validate_spec
@@ -15,24 +15,32 @@ router = APIRouter(tags=["submit"])
 
 
 @router.post("/specs", status_code=201, response_model=Submission)
-def submit_spec(body: SubmitSpec, request: Request, store: StoreDep) -> Submission:
-    """Submit one spec, run once per seed."""
+def submit_spec(body: SubmitSpec, request: Request, store: StoreDep, user: UserDep) -> Submission:
+    """Submit one spec, run once per seed; the caller owns the new runs."""
     spec = validate_spec(body.spec)
     requests = [RunRequest(spec, body.spec, seed) for seed in body.seeds]
-    done = store.submit(requests, priority=body.priority, policy=body.policy)
+    done = store.submit(
+        requests, priority=body.priority, policy=body.policy, owner=user.name,
+        user_id=user.user_id,
+    )  # fmt: skip
     _wake(request)
     return Submission(**vars(done), policy=body.policy)
 
 
 @router.post("/sweeps", status_code=201, response_model=Submission)
-def submit_sweep(body: SubmitSweep, request: Request, store: StoreDep) -> Submission:
+def submit_sweep(body: SubmitSweep, request: Request, store: StoreDep, user: UserDep) -> Submission:
     """Submit a grid of specs × seeds; resubmitting fills only the missing cells."""
     cells = math.prod(len(values) for values in body.axes.values()) * len(body.seeds)
     if cells > MAX_SWEEP_CELLS:
-        raise HTTPException(413, f"sweep has {cells} runs; the limit is {MAX_SWEEP_CELLS}")
+        raise HTTPException(
+            413, f"sweep has {cells} runs; the limit is {MAX_SWEEP_CELLS} (MAX_SWEEP_CELLS)"
+        )
     requests = expand(body.base, body.axes, body.seeds)
     sweep = {"name": body.name, "axes": body.axes, "seeds": body.seeds}
-    done = store.submit(requests, priority=body.priority, policy=body.policy, sweep=sweep)
+    done = store.submit(
+        requests, priority=body.priority, policy=body.policy, sweep=sweep, owner=user.name,
+        user_id=user.user_id,
+    )  # fmt: skip
     _wake(request)
     return Submission(**vars(done), policy=body.policy)
 
