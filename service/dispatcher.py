@@ -33,6 +33,7 @@ from service.db import FailureKind, Run
 from service.queue import RunQueue, Waiting
 from service.settings import Settings
 from service.store import Store
+from workers.launch import run_body
 from workers.runner import run_attempt
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ class Dispatcher:
         self.body = body
         self.api_url = settings.resolved_api_url()
         self.artifact_root = settings.resolved_artifact_root()
-        self._remote = ray.remote(_run_body)
+        self._remote = ray.remote(run_body)
         self._in_flight: dict[Any, InFlight] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -340,7 +341,7 @@ class Dispatcher:
         for run in self.queue.expired():
             lease_s = self.policy.lease_s
             reason = (
-                f"infra_lost: attempt {run.attempt} sent no heartbeat for {lease_s:.0f} s "
+                f"infra_lost: attempt {run.attempt} sent no heartbeat for {lease_s:g} s "
                 f"({self.policy.missed_intervals} missed intervals of "
                 f"{self.policy.lease_interval_s:g} s); it was stopped and the run requeued"
             )
@@ -409,11 +410,6 @@ def _describe(need: ResourceSpec) -> str:
     parts = [f"{need.cpus:g} CPU", f"{need.gpus:g} GPU", f"{need.memory_gb:g} GB memory"]
     per = f" per worker × {need.workers} workers" if need.workers > 1 else ""
     return ", ".join(parts) + per
-
-
-def _run_body(body: AttemptBody, *args: Any) -> Any:
-    """The Ray task of an attempt: calls the dispatcher's attempt body."""
-    return body(*args)
 
 
 @ray.remote(num_cpus=0, max_retries=0)

@@ -10,9 +10,14 @@ import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
-ArtifactKind = Literal["checkpoint", "plot", "pe-map", "file"]
+ArtifactKind = Literal["checkpoint", "plot", "pe-map", "log", "other"]
 
-_KINDS: dict[str, ArtifactKind] = {".pt": "checkpoint", ".png": "plot", ".svg": "plot"}
+_KINDS: dict[str, ArtifactKind] = {
+    ".pt": "checkpoint",
+    ".png": "plot",
+    ".svg": "plot",
+    ".log": "log",
+}
 
 
 def sha256_of(path: Path, chunk: int = 2**20) -> str:
@@ -27,7 +32,7 @@ def describe(path: Path) -> dict[str, Any]:
     """The record of one file: kind, URI, size and SHA-256 checksum."""
     kind = "pe-map" if "pe" in path.stem and path.suffix == ".png" else _KINDS.get(path.suffix)
     return {
-        "kind": kind or "file",
+        "kind": kind or "other",
         "uri": path.resolve().as_uri(),
         "size_bytes": path.stat().st_size,
         "sha256": sha256_of(path),

@@ -123,12 +123,10 @@ def _post_started(
 
 
 def _record_artifacts(client: ApiClient, run_id: int, attempt: int, workdir: Path) -> None:
-    records = artifacts.collect(workdir)
-    if not records:
-        return
-    response = client.post(f"/runs/{run_id}/artifacts", {"attempt": attempt, "files": records})
-    if response.status_code >= 400:
-        log.warning("artifacts refused for run %d: %s", run_id, response.text[:300])
+    for record in artifacts.collect(workdir):
+        response = client.post(f"/runs/{run_id}/artifacts", {"attempt": attempt, **record})
+        if response.status_code >= 400:
+            log.warning("artifact refused for run %d: %s", run_id, response.text[:300])
 
 
 def out_of_memory_reason(spec: ExperimentSpec, error: BaseException) -> str:
