@@ -7,10 +7,6 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLargeError(Exception):
-    pass
-
-
 class BodySizeLimit:
     """ASGI middleware that refuses bodies larger than `max_bytes`, declared or streamed."""
 
@@ -26,20 +22,30 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(send, int(declared))
             return
-        received = 0
+        received, refused = 0, False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise BodyTooLargeError
+                # Answer now; the app sees the client gone and whatever it sends is dropped.
+                await self._refuse(send, received)
+                refused = True
+                return {"type": "http.disconnect"}
             return message
 
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
+
         try:
-            await self.app(scope, counting_receive, send)
-        except BodyTooLargeError:
-            await self._refuse(send, received)
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise
 
     async def _refuse(self, send: Send, size: int) -> None:
         detail = (

@@ -7,6 +7,7 @@ stops at the end).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -15,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -144,3 +145,15 @@ def api(server: ThreadServer) -> Iterator[httpx.Client]:
     """A client of the `server` fixture's REST API."""
     with httpx.Client(base_url=f"{server.url}/api/v1", timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+def serve(tmp_path: Path, database_url: str) -> Iterator[Callable[..., ThreadServer]]:
+    """Start servers on this test's database with other settings, e.g. `serve(auth="on")`."""
+    with contextlib.ExitStack() as stack:
+
+        def start(**overrides: object) -> ThreadServer:
+            settings = Settings(data_dir=tmp_path / "data", database_url=database_url, **overrides)
+            return stack.enter_context(ThreadServer(settings, dispatch=False))
+
+        yield start
