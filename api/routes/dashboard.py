@@ -11,7 +11,11 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
-router = APIRouter(include_in_schema=False)
+from api.routes import pe_view
+
+router = APIRouter()
+# The PE view's data routes are part of the REST API, under its version prefix.
+router.include_router(pe_view.router, prefix="/api/v1")
 
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 
@@ -28,7 +32,7 @@ MEDIA_TYPES = {
 NO_STALE = {"Cache-Control": "no-cache"}
 
 
-@router.get("/")
+@router.get("/", include_in_schema=False)
 def index() -> FileResponse:
     """The dashboard's single page; its views are chosen by the URL fragment."""
     return FileResponse(
@@ -36,7 +40,7 @@ def index() -> FileResponse:
     )
 
 
-@router.get("/dashboard/{path:path}")
+@router.get("/dashboard/{path:path}", include_in_schema=False)
 def static_file(path: str) -> FileResponse:
     """One file of the dashboard; only files inside its folder with a known type are served."""
     target = (DASHBOARD_DIR / path).resolve()

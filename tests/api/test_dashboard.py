@@ -307,3 +307,21 @@ def test_sweep_matrix_shows_cell_states_and_fills_missing_seeds(served: Served, 
     added = sorted((r["pe"], r["seed"], r["status"]) for r in after if r["id"] not in before)
     assert added == [("loope", 7, "QUEUED"), ("none", 9, "QUEUED")]
     page.shot("sweep-after-fill")
+
+
+def test_pe_view_draws_the_similarity_map_and_the_pesi_table(served: Served, page: Page) -> None:
+    page.open(f"{served.url}/#/pe?pe=sinusoid-2d&grid=8x8&cell=3,4")
+    view = served.api.get("/pe-map", params={"pe": "sinusoid-2d", "grid": "8x8", "cell": "3,4"})
+    scores = view.json()["pesi"]
+    row = page.text("#pesi tr[data-pe='sinusoid-2d']")
+    assert all(_fmt3(scores[name]) in row for name in ("M_U", "M_D", "A_SU"))
+    highest = page.drawn_pixels("pe-map", (253, 231, 37))
+    assert highest > 300, "the centre cell (similarity 1, top of the scale) is not drawn"
+    assert page.drawn_pixels("pe-map", (68, 1, 84)) > 300, "the least similar cell is not drawn"
+    assert page.texts("#pe-scale span")[-1] == "1"
+    page.shot("pe-view")
+
+    px = int(page.tab.get_attribute("#pe-map", "data-cell-px"))
+    page.tab.click("#pe-map", position={"x": px * 6 + 3, "y": px * 1 + 3})
+    page.tab.wait_for_selector("text=Cosine similarity to cell (1, 6)")
+    assert "cell=1%2C6" in page.tab.url

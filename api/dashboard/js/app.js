@@ -1,10 +1,11 @@
 // The dashboard's router: the URL fragment names the view (#/runs, #/runs/12, #/compare,
-// #/sweeps, #/sweeps/3) and its query holds the view's filters.
+// #/sweeps, #/sweeps/3, #/pe) and its query holds the view's filters.
 
 import { get } from "./api.js";
 import { h } from "./format.js";
 import { parseHash } from "./nav.js";
 import * as compare from "./views/compare.js";
+import * as pe from "./views/pe.js";
 import * as run from "./views/run.js";
 import * as runs from "./views/runs.js";
 import * as sweeps from "./views/sweeps.js";
@@ -14,6 +15,7 @@ const ROUTES = [
   [/^\/runs$/, runs, "runs"],
   [/^\/compare$/, compare, "compare"],
   [/^\/sweeps(?:\/(\d+))?$/, sweeps, "sweeps"],
+  [/^\/pe$/, pe, "pe"],
 ];
 
 let cleanup = null;
