@@ -46,7 +46,8 @@ class Served:
 
 def _epoch_metrics(pe: str, seed: int, epoch: int) -> dict[str, float]:
     """A learning curve that falls with the epoch and differs by PE and seed."""
-    lift = {"none": 0.0, "loope": 9.0}[pe] + 1.5 * seed
+    jitter = {"none": (0.0, 0.0, 0.0), "loope": (0.0, 0.8, -0.5)}[pe][seed % 3]
+    lift = {"none": 0.0, "loope": 9.0}[pe] + 1.5 * seed + jitter
     metrics = {"train/loss": 0.7 * math.exp(-0.4 * epoch) + 0.01 * seed}
     metrics |= {"val/loss": metrics["train/loss"] + 0.05, "epoch": float(epoch)}
     metrics |= {"lr": 1e-3 * math.cos(math.pi * epoch / (2 * EPOCHS))}
@@ -94,14 +95,13 @@ def _finish(api: httpx.Client, run_id: int, attempt: int, outcome: str, **extra:
 
 
 def _populate(api: httpx.Client, queue) -> dict[str, int]:
-    """A sweep of two PEs × three seeds, finished; one failed, one diverged, one resumed."""
+    """A sweep of two PEs × three seeds, finished (one resumed), and runs of the same specs
+    outside it: one failed, one diverged, one still queued."""
     sweep = {"base": BASE, "axes": {"pe.name": ["none", "loope"]}, "seeds": [0, 1, 2]}
     created = api.post("/sweeps", json=sweep).json()["created"]
     cells = [(pe, seed) for pe in ("none", "loope") for seed in (0, 1, 2)]
     runs = dict(zip([f"{pe}-{seed}" for pe, seed in cells], created, strict=True))
     for (pe, seed), run_id in zip(cells, created, strict=True):
-        if (pe, seed) == ("loope", 2):
-            continue
         if (pe, seed) == ("none", 1):
             first = _train(api, queue, run_id, pe, seed, range(1, 3))
             assert queue.requeue(run_id, first, FailureKind.INFRA_LOST, "worker lost")
@@ -111,12 +111,16 @@ def _populate(api: httpx.Client, queue) -> dict[str, int]:
         _post_metrics(
             api, run_id, attempt, _points(EPOCHS * STEPS_PER_EPOCH, _final_metrics(pe, seed))
         )
+        checkpoint = {"attempt": attempt, "kind": "checkpoint", "uri": f"file:///ckpt/{run_id}.pt"}
+        api.post(f"/runs/{run_id}/artifacts", json=checkpoint | {"size_bytes": 3_500_000})
         _finish(api, run_id, attempt, "succeeded")
 
-    failing = runs["loope-2"]
-    attempt = _train(api, queue, failing, "loope", 2, range(1, 2))
+    loope = BASE | {"pe": {"name": "loope"}}
+    [failing] = api.post("/specs", json={"spec": loope, "seeds": [5]}).json()["created"]
+    attempt = _train(api, queue, failing, "loope", 5, range(1, 2))
     reason = "Traceback (most recent call last):\nValueError: patch grid 7x7 does not divide 32"
     _finish(api, failing, attempt, "failed", failure_kind="user_code", reason=reason)
+    runs["failed"] = failing
 
     [diverging] = api.post("/specs", json={"spec": BASE | {"name": "hot"}, "seeds": [7]}).json()[
         "created"
@@ -126,9 +130,7 @@ def _populate(api: httpx.Client, queue) -> dict[str, int]:
     _finish(api, diverging, attempt, "diverged", reason="loss not finite at step 15")
     runs["diverged"] = diverging
 
-    [queued] = api.post(
-        "/specs", json={"spec": BASE | {"pe": {"name": "loope"}}, "seeds": [9]}
-    ).json()["created"]
+    [queued] = api.post("/specs", json={"spec": loope, "seeds": [9]}).json()["created"]
     runs["queued"] = queued
     return runs
 
@@ -235,7 +237,7 @@ def test_runs_page_lists_every_run_with_status_and_failure(served: Served, page:
     rows = page.tab.query_selector_all("#runs tbody tr")
     assert [int(r.get_attribute("data-run")) for r in rows] == [r["id"] for r in listed]
     assert [r.get_attribute("data-status") for r in rows] == [r["status"] for r in listed]
-    failed = page.text(f"#runs tr[data-run='{served.runs['loope-2']}']")
+    failed = page.text(f"#runs tr[data-run='{served.runs['failed']}']")
     assert "user_code" in failed and "does not divide 32" in failed
     assert "diverged" in page.text(f"#runs tr[data-run='{served.runs['diverged']}']")
     page.shot("runs")
@@ -262,6 +264,8 @@ def test_run_page_draws_learning_curves_and_shows_attempts(served: Served, page:
     assert attempts[1].split("\t")[2] == "2"  # resumed from epoch 2
     assert '"name": "none"' in page.text("#spec")
     assert "attempts\n2\n" in page.text("#overview")
+    assert f"file:///ckpt/{run_id}.pt" in page.text("#artifacts")
+    assert "3.3 MiB" in page.text("#artifacts")
     page.shot("run-resumed")
 
 
@@ -274,8 +278,9 @@ def test_diverged_run_says_where_the_loss_stopped_being_finite(served: Served, p
 def test_compare_page_shows_group_statistics_and_three_cell_bars(
     served: Served, page: Page
 ) -> None:
-    page.open(f"{served.url}/#/compare?group_by=pe.name&baseline=none")
-    groups = served.api.get("/compare", params={"group_by": "pe.name"}).json()["groups"]
+    page.open(f"{served.url}/#/compare?group_by=pe.name&baseline_pe=none")
+    params = {"group_by": "pe.name", "baseline_pe": "none"}
+    groups = served.api.get("/compare", params=params).json()["groups"]
     for group in groups:
         row = page.tab.query_selector(f"#comparison tr[data-group='{group['key']['pe.name']}']")
         stat = group["metrics"]["average"]
@@ -285,7 +290,11 @@ def test_compare_page_shows_group_statistics_and_three_cell_bars(
     best = page.texts("#comparison td.best")
     loope_average = next(g for g in groups if g["key"]["pe.name"] == "loope")["metrics"]["average"]
     assert any(text.startswith(_fmt3(loope_average["mean"])) for text in best)
-    assert page.texts("#comparison tr[data-group='loope'] .sig")  # differs from the baseline
+    loope_test = next(g for g in groups if g["key"]["pe.name"] == "loope")["tests"]["average"]
+    assert loope_test["verdict"] == "significant"
+    marked = page.tab.query_selector_all("#comparison tr[data-group='loope'] td:has(.sig)")
+    assert marked and all("3 paired seeds" in td.get_attribute("title") for td in marked)
+    assert not page.texts("#comparison tr[data-group='none'] .sig")
     assert page.drawn_pixels("chart-three-cell") > 500, "no bars drawn"
     assert page.drawn_pixels("chart-three-cell", (0x21, 0x25, 0x29)) > 50, "no majority line"
     page.shot("compare")
@@ -295,9 +304,9 @@ def test_sweep_matrix_shows_cell_states_and_fills_missing_seeds(served: Served, 
     sweep_id = served.api.get(f"/runs/{served.runs['none-0']}").json()["sweep_id"]
     page.open(f"{served.url}/#/sweeps/{sweep_id}")
     states = {b.get_attribute("title") for b in page.tab.query_selector_all("#matrix .seed")}
-    assert f"seed 2: run #{served.runs['loope-2']} failed" in states
+    assert f"seed 5: run #{served.runs['failed']} failed" in states
     assert f"seed 7: run #{served.runs['diverged']} diverged" in states
-    assert len(page.tab.query_selector_all("#matrix .seed.MISSING")) == 2
+    assert len(page.tab.query_selector_all("#matrix .seed.MISSING")) == 3
     page.shot("sweep-before-fill")
 
     before = {r["id"] for r in served.api.get("/runs").json()["runs"]}
@@ -305,7 +314,7 @@ def test_sweep_matrix_shows_cell_states_and_fills_missing_seeds(served: Served, 
     page.tab.wait_for_function("document.querySelectorAll('#matrix .seed.MISSING').length === 0")
     after = served.api.get("/runs").json()["runs"]
     added = sorted((r["pe"], r["seed"], r["status"]) for r in after if r["id"] not in before)
-    assert added == [("loope", 7, "QUEUED"), ("none", 9, "QUEUED")]
+    assert added == [("loope", 7, "QUEUED"), ("none", 5, "QUEUED"), ("none", 9, "QUEUED")]
     page.shot("sweep-after-fill")
 
 
@@ -325,3 +334,33 @@ def test_pe_view_draws_the_similarity_map_and_the_pesi_table(served: Served, pag
     page.tab.click("#pe-map", position={"x": px * 6 + 3, "y": px * 1 + 3})
     page.tab.wait_for_selector("text=Cosine similarity to cell (1, 6)")
     assert "cell=1%2C6" in page.tab.url
+
+
+def test_dashboard_asks_for_a_token_when_the_api_demands_one(
+    browser_context: object, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", auth="on")
+    with ThreadServer(settings, dispatch=False) as server:
+        _, token = server.server.config.app.state.accounts.add_user("ada")
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=f"{server.url}/api/v1", headers=headers) as api:
+            [run_id] = api.post("/specs", json={"spec": BASE}).json()["created"]
+        tab = browser_context.new_page()
+        prompts: list[str] = []
+
+        def answer(dialog: object) -> None:
+            prompts.append(dialog.message)
+            dialog.accept(token)
+
+        tab.on("dialog", answer)
+        page = Page(tab, [])
+        tab.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.open(f"{server.url}/#/runs")
+        assert [
+            int(r.get_attribute("data-run")) for r in tab.query_selector_all("#runs tbody tr")
+        ] == [run_id]
+        assert len(prompts) == 1 and "token" in prompts[0]
+        assert tab.evaluate("localStorage.getItem('loope.token')") == token
+        tab.evaluate("localStorage.removeItem('loope.token')")
+        tab.close()
+        assert page.errors == []

@@ -11,18 +11,20 @@ export class ApiError extends Error {
   }
 }
 
-function headers(extra = {}) {
-  const token = localStorage.getItem(TOKEN_KEY);
+function headers(token, extra = {}) {
   return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
 }
 
 async function send(method, path, body) {
-  const init = { method, headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }) };
-  if (body !== undefined) init.body = JSON.stringify(body);
-  let response = await fetch(API + path, init);
-  if (response.status === 401 && askForToken()) {
-    init.headers = headers(init.headers);
-    response = await fetch(API + path, init);
+  const json = body === undefined ? {} : { "Content-Type": "application/json" };
+  const request = (token) => fetch(API + path, {
+    method, headers: headers(token, json), body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const used = localStorage.getItem(TOKEN_KEY);
+  let response = await request(used);
+  // Another request may have stored a token meanwhile; otherwise ask for one, once.
+  if (response.status === 401 && (localStorage.getItem(TOKEN_KEY) !== used || askForToken())) {
+    response = await request(localStorage.getItem(TOKEN_KEY));
   }
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;

@@ -6,7 +6,6 @@ import { get, query } from "../api.js";
 import { barChart } from "../charts.js";
 import { fmt, h, table, toNumber } from "../format.js";
 import { setParams } from "../nav.js";
-import { stars, welchP } from "../stats.js";
 
 const THREE_CELL = ["distance", "orientation", "area", "vector_sum"];
 
@@ -15,14 +14,19 @@ export async function render(root, params) {
     group_by: params.get("group_by") ?? "pe.name",
     metric_prefix: params.get("metric_prefix") ?? "test/",
     sweep_id: params.get("sweep_id") ?? "",
-    baseline: params.get("baseline") ?? "",
+    baseline_pe: params.get("baseline_pe") ?? "",
   };
-  const result = await get(`/compare${query({
-    group_by: form.group_by.split(",").map((s) => s.trim()).filter(Boolean),
-    metric_prefix: form.metric_prefix, sweep_id: form.sweep_id })}`);
+  const groupBy = form.group_by.split(",").map((s) => s.trim()).filter(Boolean);
+  const fetchWith = (baseline) => get(`/compare${query({ group_by: groupBy,
+    metric_prefix: form.metric_prefix, sweep_id: form.sweep_id, baseline_pe: baseline })}`);
+  let result = await fetchWith(undefined);
+  // Paired tests need PEs among the groups; the default baseline is `none` where it ran.
+  const pes = groupBy.includes("pe.name")
+    ? [...new Set(result.groups.map((g) => g.key["pe.name"]))].sort() : [];
+  if (!pes.includes(form.baseline_pe)) form.baseline_pe = pes.includes("none") ? "none" : (pes[0] ?? "");
+  if (form.baseline_pe) result = await fetchWith(form.baseline_pe);
   const groups = result.groups;
   const labels = groups.map((g) => label(g, result.group_by));
-  if (!labels.includes(form.baseline)) form.baseline = labels[0] ?? "";
 
   const rerender = () => { setParams(form); root.replaceChildren(); render(root, new URLSearchParams(form)); };
   const input = (name, size) => h("input", { id: `compare-${name}`, value: form[name], size,
@@ -31,14 +35,14 @@ export async function render(root, params) {
     h("label", {}, "group by", input("group_by", 28)),
     h("label", {}, "metrics", input("metric_prefix", 8)),
     h("label", {}, "sweep", input("sweep_id", 6)),
-    h("label", {}, "baseline", h("select", { id: "compare-baseline",
-      onchange: (e) => { form.baseline = e.target.value; rerender(); } },
-      labels.map((l) => h("option", { value: l, selected: l === form.baseline }, l))))));
+    h("label", {}, "baseline PE", h("select", { id: "compare-baseline", disabled: pes.length === 0,
+      onchange: (e) => { form.baseline_pe = e.target.value; rerender(); } },
+      pes.map((pe) => h("option", { value: pe, selected: pe === form.baseline_pe }, pe))))));
   if (groups.length === 0) {
     root.append(h("p", { class: "muted" }, "No runs match."));
     return null;
   }
-  root.append(h("div", { class: "panel" }, comparisonTable(groups, labels, form.baseline)));
+  root.append(h("div", { class: "panel" }, comparisonTable(groups, labels, result)));
   return bars(root, groups, labels);
 }
 
@@ -49,21 +53,24 @@ function label(group, groupBy) {
 // Accuracy-like metrics are better high, losses and errors low.
 const lowerIsBetter = (name) => /loss|err/.test(name);
 
-function comparisonTable(groups, labels, baselineLabel) {
+function comparisonTable(groups, labels, result) {
   const names = [...new Set(groups.flatMap((g) => Object.keys(g.metrics)))]
     .filter((n) => !/^bit\d+$/.test(n)).sort(metricOrder);
-  const baseline = groups[labels.indexOf(baselineLabel)];
+  const isBaseline = (g) => result.baseline_pe && g.key["pe.name"] === result.baseline_pe;
   const best = Object.fromEntries(names.map((name) => [name, bestMean(groups, name)]));
   const rows = groups.map((group, i) => h("tr", { dataset: { group: labels[i] } },
-    h("td", {}, labels[i], labels[i] === baselineLabel ? h("span", { class: "muted" }, " (baseline)") : ""),
+    h("td", {}, labels[i], isBaseline(group) ? h("span", { class: "muted" }, " (baseline)") : ""),
     h("td", { class: "num" }, group.runs.length),
     h("td", { class: "num" }, group.diverged || ""), h("td", { class: "num" }, group.failed || ""),
-    names.map((name) => cell(group, name, best[name], group === baseline ? null : baseline))));
+    names.map((name) => cell(group, name, best[name]))));
   const headers = ["group", h("th", { class: "num" }, "n"), h("th", { class: "num" }, "diverged"),
     h("th", { class: "num" }, "failed"), names.map((n) => h("th", { class: "num" }, n))];
+  const legend = result.baseline_pe
+    ? `* differs from ${result.baseline_pe} (paired t-test over shared seeds, Holm-adjusted ` +
+      `p < ${result.alpha}); hover a value for its test.`
+    : "Group by pe.name to test against a baseline PE.";
   return [table(headers, rows, { id: "comparison" }),
-    h("p", { class: "muted" }, "mean ± std over seeds; bold: best; * p < 0.05, ** p < 0.01, " +
-      "*** p < 0.001 against the baseline (Welch's t-test on the group statistics).")];
+    h("p", { class: "muted" }, `mean ± std over seeds; bold: best. ${legend}`)];
 }
 
 function metricOrder(a, b) {
@@ -77,20 +84,23 @@ function bestMean(groups, name) {
   return lowerIsBetter(name) ? Math.min(...means) : Math.max(...means);
 }
 
-function cell(group, name, best, baseline) {
+function cell(group, name, best) {
   const stat = group.metrics[name];
   if (!stat) return h("td", { class: "num muted" }, "—");
   const mean = toNumber(stat.mean);
   const std = toNumber(stat.std);
-  let marker = "";
-  if (baseline && baseline.metrics[name]) {
-    const other = baseline.metrics[name];
-    const p = welchP({ mean, std, n: stat.n },
-      { mean: toNumber(other.mean), std: toNumber(other.std), n: other.n });
-    marker = h("span", { class: "sig", title: `p = ${fmt(p)}` }, stars(p));
-  }
+  const test = group.tests?.[name];
+  const marker = test?.verdict === "significant" ? h("span", { class: "sig" }, "*") : "";
   const text = Number.isFinite(std) ? `${fmt(mean)} ± ${fmt(std)}` : fmt(mean);
-  return h("td", { class: `num${mean === best ? " best" : ""}`, title: `n = ${stat.n}` }, text, marker);
+  return h("td", { class: `num${mean === best ? " best" : ""}`, title: testNote(stat, test) }, text, marker);
+}
+
+function testNote(stat, test) {
+  const n = `n = ${stat.n}`;
+  if (!test) return n;
+  if (test.verdict === "no test") return `${n}; no test: ${test.reason ?? "not enough pairs"}`;
+  return `${n}; ${test.verdict}: ${test.pairs} paired seeds, difference ${fmt(test.mean_difference)}, ` +
+    `p = ${fmt(test.p_value)}, Holm p = ${fmt(test.p_holm)}`;
 }
 
 // Three-Cell groups as bars (± std whiskers) with each group's majority rate.

@@ -20,7 +20,8 @@ function accuracyKeys(keys) {
 }
 
 export async function render(root, _params, runId) {
-  const [run, keys] = await Promise.all([get(`/runs/${runId}`), get(`/runs/${runId}/metrics`)]);
+  const [run, keys, stored] = await Promise.all([get(`/runs/${runId}`),
+    get(`/runs/${runId}/metrics`), get(`/runs/${runId}/artifacts`)]);
   root.append(header(run));
 
   const charts = [];
@@ -39,7 +40,7 @@ export async function render(root, _params, runId) {
   if (charts.length === 0) grid.append(h("p", { class: "muted" }, "No metrics reported yet."));
 
   root.append(h("div", { class: "grid2" }, overview(run), summary(run)),
-    h("div", { class: "grid2" }, attempts(run), artifacts(run)),
+    h("div", { class: "grid2" }, attempts(run), artifacts(stored)),
     h("div", { class: "panel" }, h("h2", {}, "Spec"), h("pre", { id: "spec" }, JSON.stringify(run.spec, null, 2))));
   return () => charts.forEach((chart) => chart.destroy());
 }
@@ -83,14 +84,22 @@ function attempts(run) {
     table(["#", "node", "resumed from epoch", "started", "ended", "exit"], rows, { id: "attempts" }));
 }
 
-// Artifacts appear when the API lists them with the run (kind, uri, size).
-function artifacts(run) {
-  const list = run.artifacts ?? [];
-  const body = list.length
-    ? table(["kind", "where", "size"], list.map((a) => h("tr", {}, h("td", {}, a.kind ?? ""),
-      h("td", {}, a.uri ?? a.url ?? ""), h("td", { class: "num" }, a.size ?? ""))), { id: "artifacts" })
+// Checkpoints, plots and PE maps the attempts wrote to the artifact store.
+function artifacts(list) {
+  const rows = list.map((a) => h("tr", {}, h("td", {}, a.kind), h("td", { class: "num" }, a.attempt),
+    h("td", { class: "reason", title: a.uri }, a.uri),
+    h("td", { class: "num" }, a.size_bytes === null ? "—" : bytes(a.size_bytes)),
+    h("td", { title: a.sha256 ?? "" }, a.sha256 ? a.sha256.slice(0, 10) : "—")));
+  const body = rows.length
+    ? table(["kind", "attempt", "where", "size", "sha256"], rows, { id: "artifacts" })
     : h("p", { class: "muted" }, "No artifacts recorded for this run.");
   return h("div", { class: "panel" }, h("h2", {}, "Artifacts"), body);
+}
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  const i = n > 0 ? Math.min(units.length - 1, Math.floor(Math.log2(n) / 10)) : 0;
+  return `${(n / 1024 ** i).toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
 // Say where a series stopped being finite: the chart shows a gap there.
