@@ -11,15 +11,16 @@ from typing import Annotated, Any
 
 import numpy as np
 import torch
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
+from api.deps import current_user
 from loope.orders import parse_grid
 from loope.pe import PE_REGISTRY, build_pe, patch_embedding_grid
 from loope.pesi import cosine_similarity_maps, pesi
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["pe"])
+router = APIRouter(tags=["pe"], dependencies=[Depends(current_user)])
 
 MAX_GRID_SIDE = 32
 MAX_DIM = 1024

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import numpy as np
 
 from loope.pe import build_pe, patch_embedding_grid
 from loope.pesi import pesi
+from service.settings import Settings
+from tests.conftest import ThreadServer
 
 
 def test_pe_map_is_the_centre_cells_cosine_similarity(api: httpx.Client) -> None:
@@ -48,3 +52,15 @@ def test_pe_map_refusals_name_the_value_and_rule(api: httpx.Client) -> None:
     for (pe, grid, cell), message in cases.items():
         reply = api.get("/pe-map", params={"pe": pe, "grid": grid, "cell": cell})
         assert reply.status_code == 422 and message in reply.json()["detail"], reply.text
+
+
+def test_pe_routes_need_a_token_when_auth_is_on(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", auth="on")
+    with ThreadServer(settings, dispatch=False) as server:
+        _, token = server.server.config.app.state.accounts.add_user("ada")
+        params = {"pe": "sinusoid-2d", "grid": "4x4"}
+        with httpx.Client(base_url=f"{server.url}/api/v1") as anonymous:
+            assert anonymous.get("/pe-map", params=params).status_code == 401
+            assert anonymous.get("/pesi").status_code == 401
+            signed = {"Authorization": f"Bearer {token}"}
+            assert anonymous.get("/pe-map", params=params, headers=signed).status_code == 200
