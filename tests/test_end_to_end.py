@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,16 +22,24 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    data_dir = tmp_path_factory.mktemp("served")
-    port = _free_port()
+SERVED_DIRS: list[Path] = []
+
+
+def _start_server(data_dir: Path, port: int) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "loope", "serve", "--port", str(port),
         "--data-dir", str(data_dir), "--num-cpus", "2",
     ]  # fmt: skip
-    log = (data_dir / "server.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    log = (data_dir / "server.log").open("a")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    data_dir = tmp_path_factory.mktemp("served")
+    SERVED_DIRS.append(data_dir)
+    port = _free_port()
+    server = _start_server(data_dir, port)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=30)
     try:
         _wait_healthy(client, server, data_dir / "server.log")
@@ -37,7 +48,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
         client.close()
         server.terminate()
         server.wait(timeout=60)
-        log.close()
 
 
 def _free_port() -> int:
@@ -90,3 +100,67 @@ def test_a_run_whose_code_fails_ends_failed_with_the_error(served: httpx.Client)
     assert run["status"] == "FAILED"
     assert run["failure_kind"] == "user_code"
     assert "patch_size=5 must divide img_size=32" in run["failure_reason"]
+
+
+RESUMABLE = {**TINY, "train": {"epochs": 4, "batch_size": 32}}
+
+
+def _worker_pid(data_dir: Path, run_id: int, attempt: int) -> int | None:
+    with sqlite3.connect(data_dir / "loope.db") as db:
+        row = db.execute(
+            "SELECT ray_worker_pid FROM attempts WHERE run_id = ? AND number = ?",
+            (run_id, attempt),
+        ).fetchone()
+    return row[0] if row else None
+
+
+def _wait_epoch(client: httpx.Client, run_id: int, epoch: int, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        summary = client.get(f"/runs/{run_id}").json().get("summary") or {}
+        if summary.get("epoch", 0) >= epoch:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"run {run_id} did not finish epoch {epoch}")
+
+
+def _assert_resumed_without_duplicates(client: httpx.Client, run: dict) -> None:
+    assert run["status"] == "SUCCEEDED", run["failure_reason"]
+    assert run["attempt"] == 2 and run["attempts"][0]["exit_reason"]
+    assert run["attempts"][1]["resumed_from_epoch"] >= 1
+    for key in ("train/loss", "epoch"):
+        series = client.get(f"/runs/{run['id']}/metrics/{key}").json()
+        assert len(series["steps"]) == len(set(series["steps"])) == 4
+    assert client.get(f"/runs/{run['id']}/metrics/epoch").json()["values"] == [1, 2, 3, 4]
+
+
+def test_kill_9_of_the_worker_mid_run_resumes_and_succeeds(served: httpx.Client) -> None:
+    [run_id] = served.post("/specs", json={"spec": RESUMABLE, "seeds": [7]}).json()["created"]
+    _wait_epoch(served, run_id, 1)
+    pid = _worker_pid(SERVED_DIRS[-1], run_id, 1)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    run = _wait_final(served, run_id)
+    assert run["attempts"][0]["exit_reason"].startswith("infra_lost")
+    _assert_resumed_without_duplicates(served, run)
+
+
+def test_killing_and_restarting_the_service_mid_run_loses_nothing(tmp_path: Path) -> None:
+    port = _free_port()
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=30)
+    server = _start_server(tmp_path, port)
+    try:
+        _wait_healthy(client, server, tmp_path / "server.log")
+        [run_id] = client.post("/specs", json={"spec": RESUMABLE, "seeds": [3]}).json()["created"]
+        _wait_epoch(client, run_id, 1)
+        server.kill()
+        server.wait(timeout=60)
+        server = _start_server(tmp_path, port)
+        _wait_healthy(client, server, tmp_path / "server.log")
+        run = _wait_final(client, run_id)
+        assert "service restarted" in run["attempts"][0]["exit_reason"]
+        _assert_resumed_without_duplicates(client, run)
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=60)

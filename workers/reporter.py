@@ -73,7 +73,9 @@ class MetricReporter:
                 {"key": key, "step": step, "value": _json_value(value)}
                 for key, value in metrics.items()
             ]
-        if time.monotonic() - self._last_flush >= self.interval_s:
+        # An epoch's last report comes just before its checkpoint is written: flush it now,
+        # so a worker killed after the checkpoint never leaves that epoch's points unsent.
+        if "epoch" in metrics or time.monotonic() - self._last_flush >= self.interval_s:
             self.flush()
 
     def target(self) -> ReportTarget:
