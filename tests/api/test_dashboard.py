@@ -42,6 +42,7 @@ class Served:
     url: str
     api: httpx.Client
     runs: dict[str, int]
+    database: str
 
 
 def _epoch_metrics(pe: str, seed: int, epoch: int) -> dict[str, float]:
@@ -135,15 +136,23 @@ def _populate(api: httpx.Client, queue) -> dict[str, int]:
     return runs
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("dashboard") / "data")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    """A server on each database in turn, holding the runs of `_populate`."""
+    folder = tmp_path_factory.mktemp("dashboard")
+    if request.param == "sqlite":
+        database_url = f"sqlite:///{folder / 'loope.db'}"
+    else:
+        database_url = request.getfixturevalue("postgres").new_database()
+    settings = Settings(data_dir=folder / "data", database_url=database_url)
     with (
         ThreadServer(settings, dispatch=False) as server,
         httpx.Client(base_url=f"{server.url}/api/v1", timeout=30) as api,
     ):
         queue = server.server.config.app.state.queue
-        yield Served(server.url, api, _populate(api, queue))
+        yield Served(server.url, api, _populate(api, queue), request.param)
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +249,7 @@ def test_runs_page_lists_every_run_with_status_and_failure(served: Served, page:
     failed = page.text(f"#runs tr[data-run='{served.runs['failed']}']")
     assert "user_code" in failed and "does not divide 32" in failed
     assert "diverged" in page.text(f"#runs tr[data-run='{served.runs['diverged']}']")
-    page.shot("runs")
+    page.shot(f"{served.database}-runs")
 
     page.tab.select_option("#filter-status", "FAILED")
     page.tab.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 1")
@@ -266,13 +275,13 @@ def test_run_page_draws_learning_curves_and_shows_attempts(served: Served, page:
     assert "attempts\n2\n" in page.text("#overview")
     assert f"file:///ckpt/{run_id}.pt" in page.text("#artifacts")
     assert "3.3 MiB" in page.text("#artifacts")
-    page.shot("run-resumed")
+    page.shot(f"{served.database}-run-resumed")
 
 
 def test_diverged_run_says_where_the_loss_stopped_being_finite(served: Served, page: Page) -> None:
     page.open(f"{served.url}/#/runs/{served.runs['diverged']}")
     assert "train/loss is nan at step 15" in page.text("#view")
-    page.shot("run-diverged")
+    page.shot(f"{served.database}-run-diverged")
 
 
 def test_compare_page_shows_group_statistics_and_three_cell_bars(
@@ -297,7 +306,7 @@ def test_compare_page_shows_group_statistics_and_three_cell_bars(
     assert not page.texts("#comparison tr[data-group='none'] .sig")
     assert page.drawn_pixels("chart-three-cell") > 500, "no bars drawn"
     assert page.drawn_pixels("chart-three-cell", (0x21, 0x25, 0x29)) > 50, "no majority line"
-    page.shot("compare")
+    page.shot(f"{served.database}-compare")
 
 
 def test_sweep_matrix_shows_cell_states_and_fills_missing_seeds(served: Served, page: Page) -> None:
@@ -307,7 +316,7 @@ def test_sweep_matrix_shows_cell_states_and_fills_missing_seeds(served: Served, 
     assert f"seed 5: run #{served.runs['failed']} failed" in states
     assert f"seed 7: run #{served.runs['diverged']} diverged" in states
     assert len(page.tab.query_selector_all("#matrix .seed.MISSING")) == 3
-    page.shot("sweep-before-fill")
+    page.shot(f"{served.database}-sweep-before-fill")
 
     before = {r["id"] for r in served.api.get("/runs").json()["runs"]}
     page.tab.click("#fill-missing")
@@ -315,7 +324,7 @@ def test_sweep_matrix_shows_cell_states_and_fills_missing_seeds(served: Served, 
     after = served.api.get("/runs").json()["runs"]
     added = sorted((r["pe"], r["seed"], r["status"]) for r in after if r["id"] not in before)
     assert added == [("loope", 7, "QUEUED"), ("none", 5, "QUEUED"), ("none", 9, "QUEUED")]
-    page.shot("sweep-after-fill")
+    page.shot(f"{served.database}-sweep-after-fill")
 
 
 def test_pe_view_draws_the_similarity_map_and_the_pesi_table(served: Served, page: Page) -> None:
@@ -328,7 +337,7 @@ def test_pe_view_draws_the_similarity_map_and_the_pesi_table(served: Served, pag
     assert highest > 300, "the centre cell (similarity 1, top of the scale) is not drawn"
     assert page.drawn_pixels("pe-map", (68, 1, 84)) > 300, "the least similar cell is not drawn"
     assert page.texts("#pe-scale span")[-1] == "1"
-    page.shot("pe-view")
+    page.shot(f"{served.database}-pe-view")
 
     px = int(page.tab.get_attribute("#pe-map", "data-cell-px"))
     page.tab.click("#pe-map", position={"x": px * 6 + 3, "y": px * 1 + 3})
