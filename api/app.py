@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import current_user, worker_only
+from api.idempotency import install_idempotency
 from api.limits import BodySizeLimit
 from api.routes import artifacts, attempts, compare, dashboard, metrics, runs, submit, users
 from service.auth import Accounts, auth_required
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         engine.dispose()
 
     app = FastAPI(title="loope", version="0.1.0", lifespan=lifespan)
+    install_idempotency(app)  # inside the body limit: oversized bodies never reach it
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     signed_in = [Depends(current_user)]
     for module in (submit, runs, metrics, compare, artifacts, users):
