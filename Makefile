@@ -1,12 +1,14 @@
 # Two commands on a fresh machine: `make demo` runs the Three-Cell PE comparison through
 # the embedded service; `make test` runs the test suite. Both build .venv first.
+# `make demo-full` runs every catalogue PE with 3 seeds (estimated 85-90 min on 2 cores);
+# `make docs` regenerates docs/spec-reference.md from the spec models.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean browser
+.PHONY: demo demo-full docs test lint install clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +20,12 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/loope demo
+
+demo-full: $(STAMP)
+	$(BIN)/loope demo --sweep-file examples/three_cell_full.yaml --timeout-s 21600
+
+docs: $(STAMP)
+	$(BIN)/python -m loope.cli.docs
 
 # The dashboard's browser tests drive Debian's chromium (Playwright cannot download its own
 # browser here); without it, and without root to install it, they skip and say why.
