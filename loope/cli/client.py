@@ -296,9 +296,12 @@ def runs(
         str | None, typer.Option(help="QUEUED, RUNNING, SUCCEEDED, FAILED, DIVERGED, CANCELLED.")
     ] = None,
     pe: Annotated[str | None, typer.Option(help="Only runs of this PE.")] = None,
+    arch: Annotated[str | None, typer.Option(help="Only runs of this architecture.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only runs on this dataset.")] = None,
     sweep_id: Annotated[
         int | None, typer.Option("--sweep", help="Only runs of this sweep.")
     ] = None,
+    mine: Annotated[bool, typer.Option("--mine", help="Only my runs.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many runs.", min=1)] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -306,11 +309,12 @@ def runs(
 
     Examples:
 
-      loope runs --status RUNNING
+      loope runs --status RUNNING --mine
 
       loope runs --sweep 3 --pe loope --json
     """
-    given = {"status": status.upper() if status else None, "pe": pe, "sweep_id": sweep_id}
+    given = {"status": status.upper() if status else None, "pe": pe, "arch": arch,
+             "dataset": dataset, "sweep_id": sweep_id, "mine": mine or None}  # fmt: skip
     params = {k: v for k, v in given.items() if v is not None}
     try:
         found = list_all_runs(Server(url, token), params, limit)

@@ -146,6 +146,10 @@ def test_runs_filters_and_json(served: Served, tmp_path: Path) -> None:
     assert [r["pe"] for r in listed] == ["loope", "loope"]
     code, out = invoke("runs", "--status", "queued", "--limit", "3", "--url", served.url)
     assert code == 0 and out.count("QUEUED") == 3
+    code, out = invoke(
+        "runs", "--mine", "--arch", "vit", "--dataset", "digits", "--json", "--url", served.url
+    )
+    assert code == 0 and json.loads(out) == []
 
 
 def test_cancel_then_cancel_again_is_a_clear_refusal(served: Served, tmp_path: Path) -> None:
