@@ -8,7 +8,8 @@
 
 Writes ``bench/results/quality.json`` and ``quality.md`` after every run, so a long
 measurement that stops early keeps what it measured. Run from the repository root:
-``.venv/bin/python -m bench.bench_quality`` (``--only digits`` or ``--only three-cell``).
+``.venv/bin/python -m bench.bench_quality`` (``--only digits`` or ``--only three-cell``;
+``--continue`` keeps what ``quality.json`` holds and measures only the missing runs).
 """
 
 from __future__ import annotations
@@ -138,17 +139,30 @@ def write(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return summary
 
 
+def measured_before() -> dict[str, list[dict[str, Any]]]:
+    """The runs already in ``quality.json``, so an interrupted measurement can continue."""
+    path = RESULTS / "quality.json"
+    return json.loads(path.read_text())["runs"] if path.exists() else {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("digits", "three-cell"), default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument(
+        "--continue",
+        dest="resume",
+        action="store_true",
+        help="keep the runs in quality.json and measure only the missing ones",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for case, body in CASES.items():
-        if args.only and not case.startswith(args.only):
-            continue
-        for seed in args.seeds:
+    runs = measured_before() if args.resume else {}
+    for seed in args.seeds:  # seed-major, so an early stop still has every case once
+        for case, body in CASES.items():
+            done = any(r["seed"] == seed for r in runs.get(case, []))
+            if (args.only and not case.startswith(args.only)) or done:
+                continue
             outcome = run_case(body, seed)
             runs.setdefault(case, []).append(outcome)
             print(case, seed, outcome["test"].get("test/acc"), f"{outcome['wall_s']} s", flush=True)

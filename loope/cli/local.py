@@ -6,14 +6,17 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from loope.cli.app import app
+
+if TYPE_CHECKING:
+    from loope.data.three_cell import ThreeCellConfig
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 
@@ -26,7 +29,7 @@ def train(
         Path | None, typer.Option(help="Checkpoint folder; an existing checkpoint is resumed.")
     ] = None,
 ) -> None:
-    """Train one spec locally, without the service.
+    """Train one spec locally, without the service, with a progress bar over steps.
 
     Example: loope train examples/digits.yaml --seed 1 --workdir runs/digits-1
     """
@@ -39,19 +42,33 @@ def train(
         console.print(f"[red]error:[/red] {spec_file}: {error}", highlight=False)
         raise typer.Exit(code=1) from None
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(), console=console,
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console,
     ) as progress:  # fmt: skip
-        task = progress.add_task(f"{spec.pe.name} seed {seed}", total=spec.train.epochs, status="")
+        task = progress.add_task(f"{spec.pe.name} seed {seed}", total=None, status="")
 
         def show(step: int, metrics: dict[str, float]) -> None:
             if "epoch" in metrics:
-                status = f"val acc {metrics.get('val/acc', float('nan')):.1f}"
-                progress.update(task, completed=metrics["epoch"], status=status)
+                status = f"epoch {metrics['epoch']:.0f} val acc {metrics.get('val/acc', 0):.1f}"
+                progress.update(task, completed=step, status=status)
 
-        trainer = Trainer(spec, seed, workdir, show)
+        try:
+            trainer = Trainer(
+                spec, seed, workdir, show, on_step=lambda s: progress.update(task, completed=s)
+            )
+        except (FileNotFoundError, ValueError) as error:
+            console.print(f"[red]error:[/red] {error}", highlight=False)
+            raise typer.Exit(code=1) from None
+        progress.update(task, total=trainer.total_steps)
+        resumed = trainer.resume()
+        if resumed is not None:
+            progress.update(task, completed=trainer.step, status=f"resumed after epoch {resumed}")
         result = trainer.fit()
-    console.print(f"{result.outcome} after {result.epochs_done} epochs")
+    console.print(f"split: {result.split}", highlight=False)
+    if result.outcome == "diverged":
+        console.print(f"[red]diverged[/red] at step {result.diverged_at_step}")
+        raise typer.Exit(code=2)
+    console.print(f"{result.outcome} after {result.epochs_done} epochs ({result.step} steps)")
     typer.echo(json.dumps(result.test, indent=2))
 
 
@@ -62,11 +79,21 @@ def three_cell(
     preset: Annotated[str, typer.Option(help="quick or paper.")] = "quick",
     grid: Annotated[int | None, typer.Option(help="Cells per side.")] = None,
     cell: Annotated[int | None, typer.Option(help="Pixels per cell side.")] = None,
+    max_sq_len: Annotated[
+        int | None, typer.Option(help="Largest squared offset length (default 2(g-1)^2).")
+    ] = None,
+    vector_sum_rule: Annotated[str, typer.Option(help="Bit 5: both (spec) or either.")] = "both",
+    allow_collinear: Annotated[
+        bool, typer.Option("--allow-collinear", help="Keep collinear triples.")
+    ] = False,
     stats: Annotated[bool, typer.Option("--stats", help="Print label statistics.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     save: Annotated[Path | None, typer.Option(help="Write PNGs and labels.csv here.")] = None,
 ) -> None:
     """Generate a Three-Cell dataset; print its label statistics or save it.
+
+    Statistics are positive rates (per bit and per group) and majority rates (the score of
+    always predicting each bit's majority: what a model without a PE can reach).
 
     Example: loope three-cell --n 1000 --seed 3 --stats --json
     """
@@ -74,9 +101,13 @@ def three_cell(
 
     if preset not in tc.PRESETS:
         raise typer.BadParameter(f"unknown preset {preset!r}; allowed: {', '.join(tc.PRESETS)}")
-    overrides = {k: v for k, v in {"n": n, "grid": grid, "cell": cell}.items() if v is not None}
+    given = {"n": n, "grid": grid, "cell": cell, "max_sq_len": max_sq_len}
+    overrides = {k: v for k, v in given.items() if v is not None}
     try:
-        config = dataclasses.replace(tc.PRESETS[preset], seed=seed, **overrides)
+        config = dataclasses.replace(
+            tc.PRESETS[preset], seed=seed, vector_sum_rule=vector_sum_rule,
+            reject_collinear=not allow_collinear, **overrides,
+        )  # fmt: skip
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     samples = tc.generate(config)
@@ -84,10 +115,15 @@ def three_cell(
         tc.save_png(samples, save)
         console.print(f"wrote {len(samples)} images and labels.csv to {save}")
     if stats or as_json:
-        label_stats = tc.label_stats(samples.labels)
-        if as_json:
-            typer.echo(json.dumps(label_stats, indent=2))
-        else:
-            for name, rates in label_stats.items():
-                cells = ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
-                console.print(f"{name}: {cells}")
+        _print_stats(tc.label_stats(samples.labels), config, as_json)
+
+
+def _print_stats(
+    label_stats: dict[str, dict[str, float]], config: ThreeCellConfig, as_json: bool
+) -> None:
+    if as_json:
+        typer.echo(json.dumps({"config": dataclasses.asdict(config)} | label_stats, indent=2))
+        return
+    for name, rates in label_stats.items():
+        cells = ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
+        console.print(f"{name}: {cells}", highlight=False)

@@ -253,17 +253,18 @@ def label_stats(labels: np.ndarray) -> dict[str, dict[str, float]]:
     """Label balance in percent, the reference every result is read against.
 
     Returns:
-        ``positive``: rate of 1s per bit. ``majority``: the :func:`score` of always
-        predicting each bit's majority value (ties predict 0): per-bit majority rates, the
-        four groups and ``average`` — what a PE-less ViT on Three-Cell can at best reach.
+        ``positive``: rate of 1s per bit, and per group the mean of its bits' rates.
+        ``majority``: the :func:`score` of always predicting each bit's majority value (ties
+        predict 0): per-bit majority rates, the four groups and ``average`` — what a PE-less
+        ViT on Three-Cell can at best reach.
     """
     true = _as_bits("labels", labels)
     positive = true.mean(axis=0)
     majority_prediction = np.broadcast_to(positive > 0.5, true.shape)
-    return {
-        "positive": {key: float(p * 100.0) for key, p in zip(BIT_KEYS, positive, strict=True)},
-        "majority": score(majority_prediction, true),
-    }
+    rates = {key: float(p * 100.0) for key, p in zip(BIT_KEYS, positive, strict=True)}
+    for group, bits in GROUPS.items():
+        rates[group] = float(np.mean([rates[BIT_KEYS[bit]] for bit in bits]))
+    return {"positive": rates, "majority": score(majority_prediction, true)}
 
 
 # --- generation ---------------------------------------------------------------------------
