@@ -404,16 +404,33 @@ class RunBoard:
         self.ended: dict[int, dict[str, Any]] = {}
 
     def refresh(self) -> bool:
-        """Poll the unfinished runs once; returns whether all have ended."""
+        """Poll once: statuses in one list call, details only of runs that are moving.
+
+        A queued run is read in full once (for its epoch count), a running one at every
+        poll, an ended one a last time.
+        """
         now = dt.datetime.now(dt.UTC)
+        statuses = self._statuses()
         for run_id in self.run_ids:
             if run_id in self.ended:
+                continue
+            seen = run_id in self.tasks
+            if seen and statuses.get(run_id) == "QUEUED":
                 continue
             run = self.server.call("GET", f"/runs/{run_id}")
             self._show(run, run_progress(run, now))
             if run["status"] in FINAL:
                 self.ended[run_id] = run
         return len(self.ended) == len(self.run_ids)
+
+    def _statuses(self) -> dict[int, str]:
+        """Status of every watched run from one page of the run list, when the ids fit one."""
+        first, last = min(self.run_ids), max(self.run_ids)
+        if last - first >= 1000:
+            return {}
+        params = {"cursor": first - 1, "limit": last - first + 1}
+        page = self.server.call("GET", "/runs", params=params)
+        return {run["id"]: run["status"] for run in page["runs"]}
 
     def _show(self, run: dict[str, Any], state: RunProgress) -> None:
         if run["id"] not in self.tasks:
@@ -437,6 +454,7 @@ def watch_runs(
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("epochs"), TextColumn("{task.fields[state]}"), console=console,
+        refresh_per_second=2,
     ) as progress:  # fmt: skip
         board = RunBoard(server, run_ids, progress)
         while not board.refresh():
