@@ -14,6 +14,7 @@ import torch
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from api.deps import current_user
+from api.schemas import MAX_DB_INT
 from loope.orders import parse_grid
 from loope.pe import PE_REGISTRY, build_pe, patch_embedding_grid
 from loope.pesi import cosine_similarity_maps, pesi
@@ -34,7 +35,7 @@ def pe_map(
     cell: Annotated[str, Query(max_length=16, description="centre cell as ROW,COL")] = "0,0",
     order: Annotated[str | None, Query(max_length=32)] = None,
     dim: Annotated[int, Query(ge=4, le=MAX_DIM)] = 192,
-    seed: Annotated[int, Query(ge=0)] = 0,
+    seed: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
 ) -> dict[str, Any]:
     """The similarity of the centre cell's PE to every cell's, and the PE's PESI scores."""
     shape = _grid(grid)
@@ -59,7 +60,7 @@ def pe_map(
 def pesi_table(
     grid: Annotated[str, Query(max_length=16)] = "14x14",
     dim: Annotated[int, Query(ge=4, le=MAX_DIM)] = 192,
-    seed: Annotated[int, Query(ge=0)] = 0,
+    seed: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
 ) -> dict[str, Any]:
     """PESI of every PE of the catalogue that adds an embedding per patch, on one grid."""
     shape = _grid(grid)
