@@ -13,15 +13,21 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from loope.cli.app import app
-from loope.cli.client import ServerError, comparison_table, request, submit_file
+from loope.cli.client import (
+    Server,
+    ServerError,
+    comparison_params,
+    comparison_table,
+    request,
+    submit_file,
+    watch_runs,
+)
 
-console = Console(width=None if sys.stdout.isatty() else 120)
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-FINAL = {"SUCCEEDED", "FAILED", "DIVERGED", "CANCELLED"}
 
 
 def free_port() -> int:
@@ -39,7 +45,7 @@ def start_server(data_dir: Path, port: int, num_cpus: int, log_file: Path) -> su
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 120) -> None:
+def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -52,31 +58,25 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 120) -> 
     raise ServerError(f"the server did not answer within {timeout_s:.0f} s")
 
 
-def follow(url: str, run_ids: list[int], timeout_s: float) -> list[dict[str, Any]]:
-    """Show one progress bar of finished runs until all have ended; returns the runs."""
-    deadline = time.monotonic() + timeout_s
-    with Progress(
-        TextColumn("runs"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[state]}"),
-        TimeElapsedColumn(), console=console,
-    ) as progress:  # fmt: skip
-        task = progress.add_task("runs", total=len(run_ids), state="")
-        seen: dict[int, str] = {}
-        while True:
-            runs = [r for r in request(url, "GET", "/runs", params={"limit": 1000})["runs"]
-                    if r["id"] in run_ids]  # fmt: skip
-            for run in runs:
-                if seen.get(run["id"]) != run["status"] and not console.is_terminal:
-                    name = f"run {run['id']} {run['pe']} seed {run['seed']}"
-                    console.print(f"{name}: {run['status']}")
-                seen[run["id"]] = run["status"]
-            done = [r for r in runs if r["status"] in FINAL]
-            state = ", ".join(f"{r['pe']}:{r['status'].lower()}" for r in runs)
-            progress.update(task, completed=len(done), state=state)
-            if len(done) == len(run_ids):
-                return runs
-            if time.monotonic() > deadline:
-                raise ServerError(f"runs still unfinished after {timeout_s:.0f} s")
-            time.sleep(2)
+SIGNIFICANCE_BASELINES = ("none", "sinusoid-1d")
+"""The PEs every other PE is tested against: no position at all, and the standard ViT PE."""
+
+
+def print_comparison(server: Server, sweep_id: int | None) -> None:
+    """Mean ± std per PE, then paired tests against each baseline PE the sweep ran."""
+    plain = server.call("GET", "/compare", params=comparison_params(None, sweep_id, None, "test/"))
+    present = {group["key"]["pe.name"] for group in plain["groups"]}
+    against = [
+        server.call("GET", "/compare", params=comparison_params(None, sweep_id, pe, "test/"))
+        for pe in SIGNIFICANCE_BASELINES
+        if pe in present
+    ]
+    console.print(comparison_table(plain, against))
+    if against:
+        console.print(
+            "vs X: mean difference of the average and Holm-adjusted p of a paired t-test over "
+            "seeds; * = significant at 0.05 (with 2 seeds a test has 1 degree of freedom)."
+        )
 
 
 @app.command()
@@ -85,37 +85,52 @@ def demo(
     / "three_cell_quick.yaml",
     data_dir: Annotated[Path | None, typer.Option(help="Keep the database here.")] = None,
     num_cpus: Annotated[int, typer.Option(help="CPUs of the local Ray.")] = os.cpu_count() or 2,
-    timeout_s: Annotated[float, typer.Option(help="Give up after this long.")] = 3600,
+    timeout_s: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 7200,
 ) -> None:
-    """Start an embedded service, run the Three-Cell sweep, print the comparison, stop.
+    """Start an embedded service, run a Three-Cell sweep, print the comparison, stop.
 
-    Example: loope demo --data-dir demo-data
+    The service (API, dispatcher, local Ray) listens on a free loopback port; its dashboard
+    is live while the demo runs. The database stays in --data-dir (a temporary folder by
+    default), so `loope serve --data-dir DIR` shows the results again afterwards.
+
+    Examples:
+
+      loope demo
+
+      loope demo --sweep-file examples/three_cell_full.yaml --data-dir demo-full
     """
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="loope-demo-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    server = Server(f"http://127.0.0.1:{port}")
     started = time.monotonic()
-    console.print(f"starting the service on {url} (data in {data_dir})")
-    server = start_server(data_dir, port, num_cpus, data_dir / "server.log")
+    console.print(f"starting the service on {server.url} (data in {data_dir})")
+    process = start_server(data_dir, port, num_cpus, data_dir / "server.log")
     try:
-        wait_healthy(url, server)
-        submitted = submit_file(url, sweep_file, None)
-        run_ids = submitted["created"] + submitted["reused"] + submitted["skipped"]
-        console.print(f"submitted {len(run_ids)} runs from {sweep_file.name}")
-        runs = follow(url, run_ids, timeout_s)
-        sweep = submitted["sweep_id"]
-        params = {"group_by": ["pe.name"], **({"sweep_id": sweep} if sweep else {})}
-        console.print(comparison_table(request(url, "GET", "/compare", params=params)))
+        ended = _run_sweep(server, process, sweep_file, timeout_s)
     except ServerError as error:
         console.print(f"[red]error:[/red] {error} (server log: {data_dir / 'server.log'})")
         raise typer.Exit(code=1) from None
     finally:
-        server.terminate()
-        server.wait(timeout=60)
-    failed = [r for r in runs if r["status"] != "SUCCEEDED"]
+        process.terminate()
+        process.wait(timeout=60)
+    failed = [r for r in ended if r["status"] != "SUCCEEDED"]
     for run in failed:
         console.print(f"run {run['id']} ({run['pe']}) {run['status']}: {run['failure_reason']}")
     console.print(f"wall time {time.monotonic() - started:.0f} s")
+    console.print(f"see it again: loope serve --data-dir {data_dir}, then http://127.0.0.1:8000/")
     if failed:
         raise typer.Exit(code=1)
+
+
+def _run_sweep(
+    server: Server, process: subprocess.Popen, sweep_file: Path, timeout_s: float
+) -> list[dict[str, Any]]:
+    wait_healthy(server.url, process)
+    console.print(f"dashboard: {server.url}/ (live while the demo runs)")
+    submitted = submit_file(server.url, sweep_file, None)
+    run_ids = sorted(set(submitted["created"] + submitted["reused"] + submitted["skipped"]))
+    console.print(f"submitted {len(run_ids)} runs from {sweep_file.name}")
+    ended = watch_runs(server, run_ids, 2.0, timeout_s)
+    print_comparison(server, submitted.get("sweep_id"))
+    return ended
