@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.deps import current_user, worker_only
@@ -62,6 +65,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
     app.include_router(attempts.router, prefix=API_PREFIX, dependencies=[Depends(worker_only)])
     app.include_router(dashboard.router)
     app.add_exception_handler(SpecError, _spec_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.get(f"{API_PREFIX}/health", tags=["health"])
     def health(request: Request) -> dict[str, object]:
@@ -87,3 +91,22 @@ def _announce_auth(settings: Settings, accounts: Accounts, require_tokens: bool)
 async def _spec_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, SpecError)
     return JSONResponse(status_code=422, content={"detail": error.errors})
+
+
+async def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+    """422 with pydantic's errors; a NaN or infinity the client sent is echoed as a string."""
+    assert isinstance(error, RequestValidationError)
+    return JSONResponse(
+        status_code=422, content={"detail": _finite(jsonable_encoder(error.errors()))}
+    )
+
+
+def _finite(value: object) -> object:
+    """`value` with non-finite floats written as "nan", "+inf" or "-inf" (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("+inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
