@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from loope.models import ArchName, SizeName
+from loope.models import FAMILIES, ArchName, SizeName
 from loope.orders import ORDER_NAMES, OrderName
 from loope.pe import PE_REGISTRY
 
@@ -39,11 +39,38 @@ class Strict(BaseModel):
 
 
 class ModelSpec(Strict):
-    """The host architecture. `patch_size` defaults to the dataset's natural patch."""
+    """The host architecture: a family of `loope.models.FAMILIES` in one of its sizes.
+
+    `patch_size` defaults to the dataset's natural patch (the paper's sizes are meant for
+    16, CrossViT-B for 12, Swin for 4). `checkpoint` names a local weights file loaded into
+    the model before training (never downloaded); tensors of another PE are reported, not
+    forced. `eval_image_sizes` lists further square image sizes the trained model is tested
+    at, each with its PE's own rule for a new grid; they give `test@<size>/...` metrics.
+    """
 
     arch: ArchName = "vit"
     size: SizeName = "tiny"
     patch_size: int | None = Field(default=None, ge=1)
+    checkpoint: str | None = Field(default=None, description="local weights file to start from")
+    eval_image_sizes: tuple[int, ...] = Field(default=(), max_length=16)
+
+    @model_validator(mode="after")
+    def _size_and_sizes_fit(self) -> ModelSpec:
+        sizes = FAMILIES[self.arch].sizes
+        if self.size not in sizes:
+            raise ValueError(
+                f"model.size: {self.arch} comes in {', '.join(sizes)}, not {self.size!r}"
+            )
+        for size in self.eval_image_sizes:
+            if size < 4 or size > 4096:
+                raise ValueError(f"model.eval_image_sizes: {size} is outside 4..4096")
+            if self.patch_size and size % self.patch_size:
+                raise ValueError(
+                    f"model.eval_image_sizes: patch_size={self.patch_size} must divide {size}"
+                )
+        if self.checkpoint is not None and "://" in self.checkpoint:
+            raise ValueError("model.checkpoint: a local file path; nothing is downloaded")
+        return self
 
 
 class PESpec(Strict):
@@ -185,9 +212,9 @@ class TrainSpec(Strict):
 
     @model_validator(mode="after")
     def _schedule_is_possible(self) -> TrainSpec:
-        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+        if self.warmup_epochs > self.epochs:
             raise ValueError(
-                f"train.warmup_epochs={self.warmup_epochs} must be below epochs={self.epochs}"
+                f"train.warmup_epochs={self.warmup_epochs} must not exceed epochs={self.epochs}"
             )
         if self.min_lr > self.lr:
             raise ValueError(f"train.min_lr={self.min_lr} must not exceed lr={self.lr}")

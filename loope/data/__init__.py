@@ -192,9 +192,14 @@ def _resized(train: Split, val: Split, test: Split, size: int | None) -> tuple[S
     return tuple(_resize(part, size) for part in (train, val, test))
 
 
-def _resize(part: Split, size: int) -> Split:
-    images, targets = part.take(slice(None))
-    images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear")
-    uint8 = images.clamp(0, 1).mul(255).round().to(torch.uint8)
-    return Split(uint8, targets)
+def _resize(part: Split, size: int, chunk: int = 1024) -> Split:
+    """`part` resized chunk by chunk, kept as uint8.
 
+    NOTE: splits live in memory; CIFAR at 224 px is 60k·3·224² bytes ≈ 9 GB.
+    """
+    resized = torch.empty((len(part), part.images.shape[1], size, size), dtype=torch.uint8)
+    for start in range(0, len(part), chunk):
+        images, _ = part.take(slice(start, start + chunk))
+        images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear")
+        resized[start : start + chunk] = images.clamp(0, 1).mul(255).round().to(torch.uint8)
+    return Split(resized, part.targets)
