@@ -117,13 +117,13 @@ class Series(BaseModel):
 
 
 class AttemptStarted(Body):
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_DB_INT)
     node: str | None = Field(default=None, max_length=200)
-    resumed_from_epoch: int | None = None
+    resumed_from_epoch: int | None = Field(default=None, ge=0, le=MAX_DB_INT)
 
 
 class AttemptFinished(Body):
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_DB_INT)
     outcome: Literal["succeeded", "failed", "diverged"]
     failure_kind: str | None = Field(default=None, max_length=32)
     reason: str | None = Field(default=None, max_length=20_000)

@@ -6,8 +6,8 @@ from fastapi import APIRouter, HTTPException
 from pydantic import Field
 
 from api.deps import QueueDep, StoreDep
-from api.routes.runs import run_out
-from api.schemas import AttemptFinished, AttemptStarted, Body, RunOut
+from api.routes.runs import RunIdPath, run_out
+from api.schemas import MAX_DB_INT, AttemptFinished, AttemptStarted, Body, RunOut
 from service.db import FailureKind, RunStatus
 
 router = APIRouter(tags=["attempts"])
@@ -23,18 +23,18 @@ class WorkerStarted(AttemptStarted):
     """A started report with where the attempt runs in Ray, so it can be found and killed."""
 
     ray_node_id: str | None = Field(default=None, max_length=128)
-    ray_worker_pid: int | None = Field(default=None, ge=1)
+    ray_worker_pid: int | None = Field(default=None, ge=1, le=MAX_DB_INT)
 
 
 class Heartbeat(Body):
     """A lease renewal; the lease lasts three intervals."""
 
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_DB_INT)
     interval_s: float = Field(gt=0, le=3600)
 
 
 @router.post("/runs/{run_id}/started", status_code=204)
-def attempt_started(run_id: int, body: WorkerStarted, queue: QueueDep) -> None:
+def attempt_started(run_id: RunIdPath, body: WorkerStarted, queue: QueueDep) -> None:
     """A worker reports that its attempt began (and from which epoch it resumed)."""
     recorded = queue.record_start(
         run_id, body.attempt, body.node, body.resumed_from_epoch,
@@ -45,7 +45,7 @@ def attempt_started(run_id: int, body: WorkerStarted, queue: QueueDep) -> None:
 
 
 @router.post("/runs/{run_id}/heartbeat", status_code=204)
-def attempt_heartbeat(run_id: int, body: Heartbeat, queue: QueueDep) -> None:
+def attempt_heartbeat(run_id: RunIdPath, body: Heartbeat, queue: QueueDep) -> None:
     """Renew the lease of the run's current attempt; 409 tells a stale worker to stop."""
     if not queue.renew_lease(run_id, body.attempt, 3 * body.interval_s):
         raise HTTPException(409, f"run {run_id} attempt {body.attempt} is no longer current")
@@ -53,7 +53,7 @@ def attempt_heartbeat(run_id: int, body: Heartbeat, queue: QueueDep) -> None:
 
 @router.post("/runs/{run_id}/finished", response_model=RunOut)
 def attempt_finished(
-    run_id: int, body: AttemptFinished, store: StoreDep, queue: QueueDep
+    run_id: RunIdPath, body: AttemptFinished, store: StoreDep, queue: QueueDep
 ) -> RunOut:
     """A worker reports how its attempt ended; the retry policy of its failure kind applies.
 
