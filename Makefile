@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-full docs test lint install clean browser
+.PHONY: demo demo-full docs test lint install clean browser reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# Faults, duplicates, hostile input, security and 100 clients of load; writes bench/reliability.md.
+reliability: $(STAMP)
+	$(BIN)/python bench/reliability.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
