@@ -20,6 +20,7 @@ import torch
 from loope.spec import ExperimentSpec
 from loope.train import Trainer, TrainResult
 from workers import artifacts
+from workers.distributed import WorkerLostError, fit_data_parallel
 from workers.heartbeat import LeaseKeeper
 from workers.reporter import ApiClient, MetricReporter
 
@@ -73,6 +74,9 @@ def _train(
 ) -> Outcome:
     try:
         result = _fit(spec, seed, workdir, client, reporter, run_id, attempt)
+    except WorkerLostError as error:
+        reporter.flush()
+        return "failed", "infra_lost", f"infra_lost: {error}"[:TRACEBACK_TAIL]
     except torch.OutOfMemoryError as error:
         reporter.flush()
         return "failed", "out_of_memory", out_of_memory_reason(spec, error)
@@ -95,7 +99,6 @@ def _fit(
     attempt: int,
 ) -> TrainResult:
     if spec.resources.workers > 1:
-        from workers.distributed import fit_data_parallel
 
         def started(resumed_from_epoch: int | None) -> None:
             _post_started(client, run_id, attempt, resumed_from_epoch)
