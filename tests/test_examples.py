@@ -18,8 +18,11 @@ DEMO_PES = {"none", "learnable", "sinusoid-1d", "sinusoid-2d", "hilbert-pe", "lo
 
 def test_there_are_examples() -> None:
     names = {p.name for p in FILES}
-    assert {"three_cell_quick.yaml", "three_cell_paper.yaml", "cifar100_paper.yaml",
-            "oxford_pet_paper.yaml", "digits_sweep.yaml"} <= names  # fmt: skip
+    wanted = {
+        "three_cell_quick.yaml", "three_cell_paper.yaml", "cifar100_table.yaml",
+        "oxford_pet_paper.yaml", "digits_sweep.yaml", "resolution_extrapolation.yaml",
+    }  # fmt: skip
+    assert wanted <= names
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
