@@ -42,10 +42,11 @@ class ModelSpec(Strict):
     """The host architecture: a family of `loope.models.FAMILIES` in one of its sizes.
 
     `patch_size` defaults to the dataset's natural patch (the paper's sizes are meant for
-    16, CrossViT-B for 12, Swin for 4). `checkpoint` names a local weights file loaded into
-    the model before training (never downloaded); tensors of another PE are reported, not
-    forced. `eval_image_sizes` lists further square image sizes the trained model is tested
-    at, each with its PE's own rule for a new grid; they give `test@<size>/...` metrics.
+    16, CrossViT-B for 12, Swin for 4). `checkpoint` names a local weights file to start
+    from (never downloaded), read by `loope.models.checkpoint.load_checkpoint`, which
+    reports the tensors of another PE rather than forcing them. `eval_image_sizes` lists
+    further square image sizes the trained model is tested at, each with its PE's own rule
+    for a new grid; they give `test@<size>/...` metrics.
     """
 
     arch: ArchName = "vit"

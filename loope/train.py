@@ -29,6 +29,7 @@ from torch import nn
 from loope.data import DataBundle, Split, load_dataset, three_cell
 from loope.data.augment import Augmenter
 from loope.models import build_model
+from loope.models.resolution import evaluate_at_sizes
 from loope.spec import ExperimentSpec, Precision, TrainSpec
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,8 @@ class Trainer:
         if self.epoch < self.recipe.epochs:
             return TrainResult("paused", self.epoch, self.step, {}, resumed, None, self.data.split)
         test = self.evaluate(self.data.test, "test")
+        sizes = self.spec.model.eval_image_sizes
+        test |= evaluate_at_sizes(self.model, self.data.test, sizes, self.evaluate)
         self._report(test | self._baseline() | self.data.sizes())
         return TrainResult("succeeded", self.epoch, self.step, test, resumed, None, self.data.split)
 

@@ -97,12 +97,8 @@ class AttentionPosition:
         return bias + attn_mask
 
 
-class PEAttention(Attention):
-    """timm's multi-head attention that also applies the host PE's bias or rotation.
-
-    Same constructor and parameters as `Attention`, so checkpoints load unchanged. Until
-    `bind` gives it a position it behaves exactly like the parent.
-    """
+class TakesPosition:
+    """An attention layer that a host binds to its `AttentionPosition`, as layer `layer`."""
 
     position: AttentionPosition | None = None
     layer: int = 0
@@ -111,6 +107,33 @@ class PEAttention(Attention):
         """Take position from `position`, as attention layer number `layer`."""
         self.position = position
         self.layer = layer
+
+
+class PEAttention(TakesPosition, Attention):
+    """timm's multi-head attention that also applies the host PE's bias or rotation.
+
+    Same constructor and parameters as `Attention`, so checkpoints load unchanged. Until
+    `bind` gives it a position it behaves exactly like the parent.
+    """
+
+    @classmethod
+    def replacing(cls, attn: Attention) -> PEAttention:
+        """A `PEAttention` holding the very layers of `attn` (for hosts that fix their attention).
+
+        Only plain attention is taken over: one with query/key norms or a gate is refused,
+        since rebuilding it here would silently drop those parts.
+        """
+        extras = [
+            name
+            for name in ("q_norm", "k_norm", "norm")
+            if not isinstance(getattr(attn, name, nn.Identity()), nn.Identity)
+        ]
+        if extras or getattr(attn, "gate", None) is not None:
+            raise ValueError(f"cannot take over an attention with {', '.join(extras) or 'gate'}")
+        dim = attn.qkv.in_features
+        new = cls(dim, num_heads=attn.num_heads, attn_drop=attn.attn_drop.p)
+        new.qkv, new.proj, new.proj_drop = attn.qkv, attn.proj, attn.proj_drop
+        return new
 
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
@@ -159,15 +182,14 @@ class PEVisionTransformer(VisionTransformer):
         super().__init__(pos_embed="none", dynamic_img_size=True, **vit_kwargs)
 
         grid: Grid = tuple(self.patch_embed.grid_size)
-        _refuse_host_facts(pe_options or {}, pe_name)
-        self.pe: PositionalEmbedding = build_pe(
+        self.pe: PositionalEmbedding = build_host_pe(
             pe_name,
+            pe_options,
             dim=self.embed_dim,
             grid=grid,
             patch_size=self.patch_embed.patch_size[0],
             num_heads=self.blocks[0].attn.num_heads if len(self.blocks) else 1,
             depth=len(self.blocks),
-            **(pe_options or {}),
         )
         self._images: torch.Tensor | None = None
         self._grid: Grid = grid
@@ -226,11 +248,13 @@ class PEVisionTransformer(VisionTransformer):
         return self.pos_drop(torch.cat((*prefix, tokens), dim=1))  # B, T, D
 
     def _prefix_tokens(self, B: int, cls_embedding: torch.Tensor | None) -> list[torch.Tensor]:
-        """The class token (with its PE, if any) and register tokens, each (B, k, D)."""
+        """The class token, DeiT's distillation token (each with the PE's class vector, if
+        any) and register tokens, each (B, k, D)."""
         prefix = []
-        if self.cls_token is not None:
-            cls = self.cls_token.expand(B, -1, -1)  # B, 1, D
-            prefix.append(cls if cls_embedding is None else cls + cls_embedding)
+        for token in (self.cls_token, getattr(self, "dist_token", None)):
+            if token is not None:
+                token = token.expand(B, -1, -1)  # B, 1, D
+                prefix.append(token if cls_embedding is None else token + cls_embedding)
         if self.reg_token is not None:
             prefix.append(self.reg_token.expand(B, -1, -1))  # B, registers, D
         return prefix
@@ -248,12 +272,24 @@ def _set_host_part(vit_kwargs: dict[str, Any], key: str, part: type, pe_name: st
     vit_kwargs[key] = part
 
 
-def _refuse_host_facts(pe_options: dict[str, Any], pe_name: str) -> None:
-    clash = sorted(set(pe_options) & {"dim", "grid", "patch_size", "num_heads", "depth"})
+def build_host_pe(
+    pe_name: str,
+    pe_options: dict[str, Any] | None,
+    *,
+    dim: int,
+    grid: Grid,
+    patch_size: int,
+    num_heads: int,
+    depth: int,
+) -> PositionalEmbedding:
+    """The PE called `pe_name` for a host of these facts; the options may not restate them."""
+    options = pe_options or {}
+    clash = sorted(set(options) & {"dim", "grid", "patch_size", "num_heads", "depth"})
     if clash:
         raise ValueError(
             f"PE {pe_name!r}: {', '.join(clash)} come from the host; leave them out of pe_options"
         )
+    return build_pe(pe_name, dim, grid, patch_size, num_heads=num_heads, depth=depth, **options)
 
 
 def _refuse_patch_dropout(vit_kwargs: dict[str, Any], pe_name: str) -> None:
