@@ -11,13 +11,21 @@ by DDP, are the single-worker gradients: the effective batch is `train.batch_siz
 Rank 0 alone reports metrics and writes the checkpoint, in the same format as a single
 worker's (a data-parallel run resumes from a single-worker checkpoint and the other way
 round). The attempt's own process (the Ray task the dispatcher launched) renews the lease
-and owns the Ray Train controller, so cancelling or killing that task stops every rank.
+and owns the Ray Train controller, so cancelling or killing that task stops every rank;
+a guard then frees the ranks' reserved resources.
+
+NOTE: dropout draws its masks per rank for that rank's rows, so with `train.dropout > 0` a
+data-parallel run matches a single worker's only in distribution, not bit for bit.
+NOTE: NCCL refuses two ranks on one GPU: on GPUs, ask `gpus: 1` (or more) per worker.
+NOTE: Ray Train places the ranks itself (PACK); the dispatcher's model assumes the same
+greedy packing, which holds on one node and may differ on a cluster.
 
 Shapes: B the full batch, b the rank's slice, b_max the largest slice, K the outputs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -171,8 +179,6 @@ def train_rank(config: dict[str, Any]) -> None:
 
 def _hand_back(result: TrainResult, rank: int) -> None:
     """Every rank reports once (a barrier); rank 0's report carries the result."""
-    import json
-
     import ray.train
 
     summary = asdict(result)
@@ -301,8 +307,6 @@ def checkpoint_epoch(workdir: Path) -> int | None:
 
 def _result(outcome: Any) -> TrainResult:
     """Rank 0's TrainResult from Ray Train's result, or the ranks' error raised again."""
-    import json
-
     if outcome.error is not None:
         raise _unwrap(outcome.error)
     with outcome.checkpoint.as_directory() as folder:
