@@ -2,7 +2,9 @@
 
 Nothing is downloaded: the file is read from disk. Tensors are matched by name and shape.
 A model with a different PE than the file's shares the host's tensors (patch embedding,
-blocks, head) and differs in the position ones, so the outcome is reported explicitly —
+blocks, head) and differs in the position ones. The PE's tensors load whole or not at all:
+when the file's PE tensors are not exactly the model's, none of them is taken, even those
+that happen to share a name and shape. The outcome is reported explicitly —
 which tensors were loaded, which are new (kept at their initialisation) and which of the
 file's were dropped (unknown to this model, or of another shape) — and logged once.
 """
@@ -20,6 +22,9 @@ log = logging.getLogger(__name__)
 
 WRAPPERS = ("model", "state_dict", "module")
 """Keys under which training scripts commonly nest the weights."""
+
+PE_PREFIX = "pe."
+"""Where every adapter keeps its PE (or its PEs, `pe.0.`, `pe.1.`, ...)."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +71,10 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> LoadReport:
     weights = read_weights(Path(path))
     own = model.state_dict()
     fitting = {n: t for n, t in weights.items() if n in own and own[n].shape == t.shape}
-    dropped = [
-        f"{n} (unknown)" if n not in own else f"{n} ({_shape(t)} vs {_shape(own[n])})"
-        for n, t in weights.items()
-        if n not in fitting
-    ]
+    other_pe = not _same_pe(weights, own)
+    if other_pe:  # a PE loads whole or not at all: a learnable CLS row is no LOOPE CLS vector
+        fitting = {n: t for n, t in fitting.items() if not n.startswith(PE_PREFIX)}
+    dropped = [_why_dropped(n, t, own, other_pe) for n, t in weights.items() if n not in fitting]
     model.load_state_dict(fitting, strict=False)
     report = LoadReport(
         path=str(path),
@@ -80,6 +84,23 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> LoadReport:
     )
     log.info("started from %s", report.summary())
     return report
+
+
+def _same_pe(weights: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> bool:
+    """Whether the file's PE tensors are exactly the model's, by name and shape."""
+    theirs = {n: t.shape for n, t in weights.items() if n.startswith(PE_PREFIX)}
+    ours = {n: t.shape for n, t in own.items() if n.startswith(PE_PREFIX)}
+    return theirs == ours
+
+
+def _why_dropped(
+    name: str, tensor: torch.Tensor, own: dict[str, torch.Tensor], other_pe: bool
+) -> str:
+    if name not in own:
+        return f"{name} (unknown)"
+    if own[name].shape != tensor.shape:
+        return f"{name} ({_shape(tensor)} vs {_shape(own[name])})"
+    return f"{name} (another PE)" if other_pe and name.startswith(PE_PREFIX) else name
 
 
 def _shape(tensor: torch.Tensor) -> str:
