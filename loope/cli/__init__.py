@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from loope.cli import admin, client, demo, local, pe_tools  # noqa: F401  (registers commands)
+from loope.cli import admin, client, demo, doctor, local, pe_tools  # noqa: F401  (registers commands)
 from loope.cli.app import app
 
 
