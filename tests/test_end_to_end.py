@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loope.train import CHECKPOINT_NAME
+
 TINY = {
     "pe": {"name": "loope"},
     "dataset": {"name": "three-cell", "preset": "quick", "n": 300},
@@ -114,14 +116,22 @@ def _worker_pid(data_dir: Path, run_id: int, attempt: int) -> int | None:
     return row[0] if row else None
 
 
-def _wait_epoch(client: httpx.Client, run_id: int, epoch: int, timeout_s: float = 300) -> None:
+def _wait_checkpointed_epoch(
+    client: httpx.Client, data_dir: Path, run_id: int, epoch: int, timeout_s: float = 300
+) -> None:
+    """Wait until the run reported `epoch` and its checkpoint is on disk.
+
+    An epoch's metrics are sent before its checkpoint is written, so a kill between the two
+    would rightly resume from the epoch before.
+    """
+    checkpoint = data_dir / "artifacts" / "runs" / str(run_id) / CHECKPOINT_NAME
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         summary = client.get(f"/runs/{run_id}").json().get("summary") or {}
-        if summary.get("epoch", 0) >= epoch:
+        if summary.get("epoch", 0) >= epoch and checkpoint.exists():
             return
         time.sleep(0.3)
-    raise AssertionError(f"run {run_id} did not finish epoch {epoch}")
+    raise AssertionError(f"run {run_id} did not finish and checkpoint epoch {epoch}")
 
 
 def _assert_resumed_without_duplicates(client: httpx.Client, run: dict) -> None:
@@ -136,7 +146,7 @@ def _assert_resumed_without_duplicates(client: httpx.Client, run: dict) -> None:
 
 def test_kill_9_of_the_worker_mid_run_resumes_and_succeeds(served: httpx.Client) -> None:
     [run_id] = served.post("/specs", json={"spec": RESUMABLE, "seeds": [7]}).json()["created"]
-    _wait_epoch(served, run_id, 1)
+    _wait_checkpointed_epoch(served, SERVED_DIRS[-1], run_id, 1)
     pid = _worker_pid(SERVED_DIRS[-1], run_id, 1)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -152,7 +162,7 @@ def test_killing_and_restarting_the_service_mid_run_loses_nothing(tmp_path: Path
     try:
         _wait_healthy(client, server, tmp_path / "server.log")
         [run_id] = client.post("/specs", json={"spec": RESUMABLE, "seeds": [3]}).json()["created"]
-        _wait_epoch(client, run_id, 1)
+        _wait_checkpointed_epoch(client, tmp_path, run_id, 1)
         server.kill()
         server.wait(timeout=60)
         server = _start_server(tmp_path, port)
