@@ -20,11 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from timm.models.swin_transformer import SwinTransformer, WindowAttention
 from torch import nn
 
-from loope.models.vit import AttentionPosition, TakesPosition, build_host_pe
+from loope.models.vit import AttentionPosition, TakesPosition, attend, build_host_pe
 from loope.pe import AttentionBiasPE, Grid, PEKind, RotaryPE, pe_info
 
 UNSUPPORTED_KINDS: dict[PEKind, str] = {
@@ -63,7 +62,7 @@ class PEWindowAttention(TakesPosition, WindowAttention):
             mask = mask.expand(B_ // windows, -1, self.num_heads, -1, -1).reshape(B_, -1, N, N)
             bias = mask if bias is None else bias + mask  # B', heads, N, N
         dropout = self.attn_drop.p if self.training else 0.0
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+        x = attend(q, k, v, bias, dropout)  # B', heads, N, Dh
 
         x = x.transpose(1, 2).reshape(B_, N, -1)  # B', heads, N, Dh -> B', N, heads·Dh
         return self.proj_drop(self.proj(x))

@@ -40,7 +40,6 @@ from loope.pe import (
     RotaryPE,
     build_pe,
     pe_info,
-    rotate_pairs,
 )
 
 
@@ -57,8 +56,7 @@ class AttentionPosition:
         self.num_prefix_tokens = num_prefix_tokens
         self.depth = depth
         self._bias: torch.Tensor | None = None  # heads, T, T
-        self._cos: torch.Tensor | None = None  # L or 1, heads or 1, N, Dh/2
-        self._sin: torch.Tensor | None = None
+        self._turns: torch.Tensor | None = None  # L or 1, heads or 1, T, Dh/2, complex
 
     def prepare(self, grid: Grid) -> None:
         """Compute the bias or rotation for `grid`."""
@@ -72,18 +70,22 @@ class AttentionPosition:
                 f"{type(self.pe).__name__} gives rotations for {angles.shape[0]} layers, "
                 f"the host has {self.depth}"
             )
-        self._cos, self._sin = angles.cos(), angles.sin()
+        angles = F.pad(angles.float(), (0, 0, P, 0))  # prefix tokens turn by 0: ... T, Dh/2
+        self._turns = torch.polar(torch.ones_like(angles), angles)  # e^(iθ), one per pair
 
     def rotate(
         self, q: torch.Tensor, k: torch.Tensor, layer: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Queries and keys (B, heads, T, Dh) turned by the rotation of `layer`, if any."""
-        if self._cos is None or self._sin is None:
+        """Queries and keys (B, heads, T, Dh) turned by the rotation of `layer`, if any.
+
+        Channels (2m, 2m+1) are read as one complex number and multiplied by e^(iθ_m): the
+        same turn as `loope.pe.rotate_pairs`, in one kernel and without splitting off the
+        prefix tokens (their angle is 0). The product is taken in float32.
+        """
+        if self._turns is None:
             return q, k
-        index = layer if self._cos.shape[0] > 1 else 0
-        cos, sin = self._cos[index].to(q.dtype), self._sin[index].to(q.dtype)  # heads|1, N, Dh/2
-        P = self.num_prefix_tokens
-        return rotate_pairs(q, cos, sin, P), rotate_pairs(k, cos, sin, P)
+        turn = self._turns[layer if self._turns.shape[0] > 1 else 0]  # heads|1, T, Dh/2
+        return _turned(q, turn), _turned(k, turn)
 
     def logit_bias(self, attn_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
         """The float mask for attention in `dtype`: the PE's bias merged with the caller's."""
@@ -95,6 +97,35 @@ class AttentionPosition:
         if attn_mask.dtype == torch.bool:
             return bias.masked_fill(~attn_mask, float("-inf"))
         return bias + attn_mask
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    dropout: float = 0.0,
+    is_causal: bool = False,
+) -> torch.Tensor:
+    """Attention of queries on keys (B, heads, T, Dh each) with a float logit `bias`.
+
+    NOTE: on the CPU, `scaled_dot_product_attention` with a float mask is about 1.7x slower
+    than softmax(q·kᵀ/√Dh + bias)·v written out (torch 2.x, tiny ViT); there the product
+    is written out. Elsewhere, and without a bias, the fused kernel is used.
+    """
+    if bias is None or q.device.type != "cpu" or is_causal:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=dropout, is_causal=is_causal
+        )
+    logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + bias  # B, heads, T, T
+    weights = F.dropout(logits.softmax(-1), dropout) if dropout else logits.softmax(-1)
+    return weights @ v  # B, heads, T, Dh
+
+
+def _turned(x: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
+    """`x` (B, heads, T, Dh) with each channel pair multiplied by `turn` (complex)."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # B, heads, T, Dh/2
+    return torch.view_as_real(pairs * turn).flatten(-2).to(x.dtype)  # B, heads, T, Dh
 
 
 class TakesPosition:
@@ -151,9 +182,7 @@ class PEAttention(TakesPosition, Attention):
 
         mask = self.position.logit_bias(attn_mask, q.dtype)
         dropout = self.attn_drop.p if self.training else 0.0
-        x = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal
-        )  # B, heads, T, Dh
+        x = attend(q, k, v, mask, dropout, is_causal)  # B, heads, T, Dh
 
         x = x.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim)  # B, T, heads·Dh
         x = self.norm(x)
