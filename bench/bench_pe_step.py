@@ -146,13 +146,13 @@ def summarise(times: dict[str, list[tuple[float, float]]], clock: int) -> list[d
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'pe':<20}{'kind':<16}{'median ms':>10}{'IQR ms':>16}{'ratio':>8}{'target':>8}  met"]
+    lines = [f"{'pe':<20}{'kind':<16}{'median ms':>10}{'IQR ms':>22}{'ratio':>8}{'target':>8}  met"]
     for r in rows:
         goal = f"{r['target_ratio']:.2f}" if r["target_ratio"] else "-"
         met = {True: "yes", False: "NO", None: "-"}[r["meets_target"]]
         spread = f"{r['q1_ms']:.2f}-{r['q3_ms']:.2f}"
         lines.append(
-            f"{r['pe']:<20}{r['kind']:<16}{r['median_ms']:>10.2f}{spread:>16}"
+            f"{r['pe']:<20}{r['kind']:<16}{r['median_ms']:>10.2f}{spread:>22}"
             f"{r['ratio_to_learnable']:>8.3f}{goal:>8}  {met}"
         )
     return "\n".join(lines)
