@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, with_config
+from typing_extensions import TypedDict
 
 MAX_SEEDS = 1000
 MAX_BATCH_POINTS = 10_000
@@ -92,17 +93,24 @@ class RunPage(BaseModel):
     next_cursor: int | None
 
 
-class MetricPointIn(Body):
+# The batch is made of typed dicts, not models: thousands of points are validated straight
+# from the request's bytes in one pass (METRIC_BATCH), without an object per point.
+@with_config(ConfigDict(extra="forbid"))
+class MetricPointIn(TypedDict):
     key: MetricKey
     step: DbInt
     value: JsonNumber
 
 
-class MetricBatch(Body):
+@with_config(ConfigDict(extra="forbid"))
+class MetricBatch(TypedDict):
     """Points of one attempt; more than MAX_BATCH_POINTS is refused with 413."""
 
-    attempt: int = Field(ge=1, le=MAX_DB_INT)
+    attempt: Annotated[int, Field(ge=1, le=MAX_DB_INT)]
     points: list[MetricPointIn]
+
+
+METRIC_BATCH = TypeAdapter(MetricBatch)
 
 
 class IngestResult(BaseModel):

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from scipy import stats
 
 from service.db import RunStatus
-from service.metrics import restore
-from service.store import RunRow, SummaryRow
+from service.store import RunRow
 
 THREE_CELL_GROUPS = ("distance", "orientation", "area", "vector_sum", "average")
 BASELINE_PREFIX = "baseline/"
@@ -78,6 +77,8 @@ class Group:
     tests: dict[str, PairedTest] = field(default_factory=dict)
     # metric -> seed -> value of the latest succeeded run of that seed
     by_seed: dict[str, dict[int, float]] = field(default_factory=dict)
+    # (run id, seed) of each succeeded run, in id order
+    succeeded: list[tuple[int, int]] = field(default_factory=list)
 
 
 def field_value(canonical: dict[str, Any], path: str) -> Any:
@@ -91,61 +92,57 @@ def field_value(canonical: dict[str, Any], path: str) -> Any:
 def compare(
     runs: Sequence[RunRow],
     specs: dict[int, dict[str, Any]],
-    summaries: Iterable[SummaryRow],
+    values: dict[str, dict[int, float]],
     group_by: Sequence[str],
     prefix: str = "test/",
     baseline_pe: str | None = None,
     alpha: float = 0.05,
 ) -> list[Group]:
-    """Group runs by the `group_by` spec fields and summarise their `prefix` metrics."""
+    """Group runs by the `group_by` spec fields and summarise their `prefix` metrics.
+
+    `values` maps each metric key to the last value of every run that reported it.
+    """
     spec_keys = {
         spec_id: tuple(field_value(canonical, path) for path in group_by)
         for spec_id, canonical in specs.items()
     }
     groups: dict[tuple, Group] = {}
-    run_group: dict[int, tuple[Group, int]] = {}
-    for run in sorted(runs, key=lambda r: r.id):
-        key = spec_keys[run.spec_id]
+    for run_id, spec_id, seed, status in sorted(runs):
+        key = spec_keys[spec_id]
         group = groups.get(key)
         if group is None:
             group = groups[key] = Group(dict(zip(group_by, key, strict=True)))
-        if run.status == RunStatus.DIVERGED:
+        if status == RunStatus.SUCCEEDED:
+            group.run_ids.append(run_id)
+            group.succeeded.append((run_id, seed))
+        elif status == RunStatus.DIVERGED:
             group.diverged += 1
-        elif run.status == RunStatus.FAILED:
+        elif status == RunStatus.FAILED:
             group.failed += 1
-        elif run.status == RunStatus.SUCCEEDED:
-            group.run_ids.append(run.id)
-            run_group[run.id] = (group, run.seed)
-    _collect(summaries, run_group, prefix)
     for group in groups.values():
+        _collect(group, values, prefix)
         group.metrics = {
-            name: Statistic.of(list(values.values()))
-            for name, values in sorted(group.by_seed.items())
+            name: Statistic.of(list(by_seed.values()))
+            for name, by_seed in sorted(group.by_seed.items())
         }
     if baseline_pe is not None:
         _paired_tests(list(groups.values()), group_by, baseline_pe, alpha)
     return sorted(groups.values(), key=lambda g: tuple(map(str, g.key.values())))
 
 
-def _collect(
-    summaries: Iterable[SummaryRow], run_group: dict[int, tuple[Group, int]], prefix: str
-) -> None:
-    """File each summary's last value under its group, metric and seed (later runs win)."""
-    baseline_values: dict[int, tuple[Group, dict[str, list[float]]]] = {}
-    for row in sorted(summaries, key=lambda r: r.run_id):
-        found = run_group.get(row.run_id)
-        if found is None:
-            continue
-        group, seed = found
-        value = restore(row.last, row.last_kind)
-        if row.key.startswith(prefix):
-            group.by_seed.setdefault(row.key.removeprefix(prefix), {})[seed] = value
-        elif row.key.startswith(BASELINE_PREFIX):
-            name = row.key.removeprefix(BASELINE_PREFIX)
-            _, named = baseline_values.setdefault(id(group), (group, {}))
-            named.setdefault(name, []).append(value)
-    for group, named in baseline_values.values():
-        group.baseline = {name: math.fsum(v) / len(v) for name, v in sorted(named.items())}
+def _collect(group: Group, values: dict[str, dict[int, float]], prefix: str) -> None:
+    """File the group's last values by metric and seed (a later run of a seed wins), and
+    average its `baseline/` values over all its runs."""
+    for key, by_run in sorted(values.items()):
+        if key.startswith(prefix):
+            # Runs come in id order, so a later run of the same seed overwrites an earlier.
+            by_seed = {seed: by_run[run] for run, seed in group.succeeded if run in by_run}
+            if by_seed:
+                group.by_seed[key.removeprefix(prefix)] = by_seed
+        elif key.startswith(BASELINE_PREFIX):
+            found = [by_run[run] for run, _ in group.succeeded if run in by_run]
+            if found:
+                group.baseline[key.removeprefix(BASELINE_PREFIX)] = math.fsum(found) / len(found)
 
 
 def _paired_tests(
@@ -169,7 +166,12 @@ def _paired_tests(
 
 
 def _paired(values: dict[int, float], base: dict[int, float], key: dict[str, Any]) -> PairedTest:
-    seeds = sorted(s for s in values.keys() & base.keys() if _finite(values[s], base[s]))
+    shared = values.keys() & base.keys()
+    if _all_finite(values) and _all_finite(base):
+        seeds = sorted(shared)
+    else:
+        isfinite = math.isfinite
+        seeds = sorted(s for s in shared if isfinite(values[s]) and isfinite(base[s]))
     test = PairedTest(baseline=dict(key), pairs=len(seeds))
     if len(seeds) < 2:
         test.reason = f"{len(seeds)} shared seed(s) with finite values; a test needs 2"
@@ -195,5 +197,5 @@ def holm(tests: Sequence[PairedTest], alpha: float) -> None:
         test.verdict = "significant" if running < alpha else "not significant"
 
 
-def _finite(*values: float) -> bool:
-    return all(math.isfinite(v) for v in values)
+def _all_finite(values: dict[int, float]) -> bool:
+    return all(map(math.isfinite, values.values()))

@@ -161,6 +161,8 @@ class MetricSummary(Base):
     """Last and best value of one key of one run, kept in step with its points."""
 
     __tablename__ = "metric_summaries"
+    # Comparisons read one key's values of all runs; this index answers that on its own.
+    __table_args__ = (Index("ix_metric_summaries_key", "key", "run_id", "last", "last_kind"),)
 
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(200), primary_key=True)

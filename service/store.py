@@ -5,13 +5,27 @@ Only the API process calls this module; the queue's state changes live in `servi
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import Table, func, insert, or_, select, update
+from sqlalchemy import (
+    Executable,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Session, sessionmaker
 
 from loope.spec import ExperimentSpec
@@ -34,8 +48,9 @@ log = logging.getLogger(__name__)
 ResubmitPolicy = Literal["reuse", "skip", "force-new"]
 
 
-@dataclass(frozen=True)
-class PointIn:
+class PointIn(NamedTuple):
+    """One metric point as reported: NaN, ±inf and −0.0 are ordinary floats here."""
+
     key: str
     step: int
     value: float
@@ -213,34 +228,34 @@ class Store:
             rows = session.execute(select(Run.status, func.count()).group_by(Run.status))
             return {status.value: count for status, count in rows}
 
-    def comparison_rows(
-        self, sweep_id: int | None, prefixes: Sequence[str]
-    ) -> tuple[list[RunRow], dict[int, dict[str, Any]], list[SummaryRow]]:
-        """What a comparison needs, in three plain queries (no objects per row).
-
-        Returns every run (id, spec id, seed, status), the canonical spec of each spec id,
-        and the last value of each metric of succeeded runs whose key starts with a prefix.
-        """
-        runs_query = select(Run.id, Run.spec_id, Run.seed, Run.status)
-        summary_query = (
-            select(MetricSummary.run_id, MetricSummary.key, MetricSummary.last)
-            .add_columns(MetricSummary.last_kind)
-            .join(Run, Run.id == MetricSummary.run_id)
-            .where(Run.status == RunStatus.SUCCEEDED)
-            .where(or_(*(MetricSummary.key.startswith(p, autoescape=True) for p in prefixes)))
-        )
-        if sweep_id is not None:
-            runs_query = runs_query.where(Run.sweep_id == sweep_id)
-            summary_query = summary_query.where(Run.sweep_id == sweep_id)
+    def find_run(self, run_id: int) -> RunRef | None:
+        """The run's id and owner, or None: a cheap check for routes that only need those."""
         with self.sessions() as session:
-            runs = [RunRow(*row) for row in session.execute(runs_query)]
-            spec_ids = {run.spec_id for run in runs}
+            row = session.execute(select(Run.user_id).where(Run.id == run_id)).first()
+        return None if row is None else RunRef(run_id, row[0])
+
+    def comparison_rows(self, sweep_id: int | None, prefixes: Sequence[str]) -> ComparisonRows:
+        """What a comparison needs, read as plain driver tuples (no objects per row).
+
+        Returns every run (of the sweep, if given), the canonical spec of each of their spec
+        ids, and for each metric key starting with a prefix the last value of every
+        succeeded run that has it. Values are read one key at a time from the covering index
+        on (key, run_id, last, last_kind), finite ones straight into a dict; the rare NaN,
+        ±inf and −0.0 are read apart and restored.
+        """
+        with self.sessions() as session:
+            connection = session.connection()
+            # Status comes as the stored name, which equals the RunStatus value.
+            runs: list[RunRow] = _driver_rows(
+                connection, _RUNS[sweep_id is not None], sweep_id=sweep_id
+            )
             spec_rows = session.execute(
-                select(Spec.id, Spec.canonical).where(Spec.id.in_(spec_ids))
+                select(Spec.id, Spec.canonical).where(Spec.id.in_({run[1] for run in runs}))
             )
             specs = {spec_id: canonical for spec_id, canonical in spec_rows}
-            summaries = [SummaryRow(*row) for row in session.execute(summary_query)]
-        return runs, specs, summaries
+            keys = [k for k in _metric_keys(connection) if k.startswith(tuple(prefixes))]
+            values = {key: _last_values(connection, key, sweep_id) for key in keys}
+        return ComparisonRows(runs, specs, values)
 
     # --- artifacts ---------------------------------------------------------------------
 
@@ -269,13 +284,17 @@ class Store:
 
     # --- metrics -----------------------------------------------------------------------
 
-    def ingest(self, run_id: int, attempt: int, points: Sequence[PointIn]) -> int:
+    def ingest(
+        self, run_id: int, attempt: int, points: Sequence[PointIn | tuple[str, int, float]]
+    ) -> int:
         """Store points of one attempt; a (key, step) already stored for it is ignored.
 
         Returns how many points were new. Summaries are updated in the same transaction.
         Only the steps the batch spans are looked up, so a long run's history costs nothing.
+        The points go to the driver as one executemany of plain tuples whose kind and time
+        were converted once per batch, not once per point.
         """
-        fresh = {(p.key, p.step): p for p in points}
+        fresh = {(key, step): value for key, step, value in points}
         if not fresh:
             return 0
         steps = [step for _, step in fresh]
@@ -290,36 +309,34 @@ class Store:
             )
             for seen in stored:
                 fresh.pop(tuple(seen), None)
-            rows = [_point_row(run_id, attempt, p) for p in fresh.values()]
-            if rows:
-                table = MetricPoint.__table__
-                session.execute(_insert_ignoring_duplicates(session, table), rows)
+            if fresh:
+                finite = ValueKind.FINITE
+                rows = [
+                    (key, step, value, finite)
+                    if value != 0 and value - value == 0  # finite and not ±0.0: most points
+                    else (key, step, *classify(value))
+                    for (key, step), value in fresh.items()
+                ]
+                _insert_points(session.connection(), run_id, attempt, rows)
                 self._summarise(session, run_id, rows)
-            return len(rows)
+            return len(fresh)
 
-    def _summarise(self, session: Session, run_id: int, rows: list[dict[str, Any]]) -> None:
-        """Fold new points into each key's summary and write them all in one statement."""
-        by_key: dict[str, list[dict[str, Any]]] = {}
+    def _summarise(self, session: Session, run_id: int, rows: list[NewPoint]) -> None:
+        """Fold the new points into each key's summary with one upsert per direction.
+
+        The batch is folded here; the database merges that with the stored summary (later
+        step wins the last value, the better finite value wins the best), so the stored
+        summaries are never read back.
+        """
+        by_key: dict[str, list[NewPoint]] = {}
         for row in rows:
-            by_key.setdefault(row["key"], []).append(row)
-        table = MetricSummary.__table__
-        current = {
-            row.key: dict(row._mapping)
-            for row in session.execute(
-                select(table).where(table.c.run_id == run_id, table.c.key.in_(by_key))
-            )
-        }
-        summaries = [
-            _fold(current.get(key) or _empty_summary(run_id, key), key_rows)
-            for key, key_rows in by_key.items()
-        ]
-        statement = _dialect_insert(session, table)
-        changing = ("last", "last_kind", "last_step", "best", "best_step", "count")
-        statement = statement.on_conflict_do_update(
-            index_elements=["run_id", "key"],
-            set_={name: statement.excluded[name] for name in changing},
-        )
-        session.execute(statement, summaries)
+            by_key.setdefault(row[0], []).append(row)
+        folded = [_fold(_empty_summary(run_id, key), key_rows) for key, key_rows in by_key.items()]
+        dialect = session.get_bind().dialect
+        for lower in (True, False):
+            summaries = [s for s in folded if lower_is_better(s["key"]) == lower]
+            if summaries:
+                session.execute(_summary_upsert(dialect, lower), summaries)
 
     def series(self, run_id: int, key: str, max_points: int = 1000) -> list[tuple[int, float]]:
         """The points of `key`; a later attempt's point supersedes an earlier one's at a step.
@@ -349,6 +366,37 @@ class Store:
 
 _REDO = (RunStatus.FAILED, RunStatus.CANCELLED)
 _RETRYABLE = (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.DIVERGED)
+_FINITE = ValueKind.FINITE.name
+
+
+def _comparison_statements() -> tuple[dict[bool, Any], Executable, dict[bool, tuple[Any, Any]]]:
+    """The comparison's queries, built once: runs, summary keys, and one key's values."""
+    sweep = bindparam("sweep_id")
+    every_run = select(Run.id, Run.spec_id, Run.seed, Run.status).order_by(Run.id)
+    runs = {False: every_run, True: every_run.where(Run.sweep_id == sweep)}
+    keys = text(
+        "WITH RECURSIVE found(key) AS ("
+        " SELECT MIN(key) FROM metric_summaries"
+        " UNION ALL"
+        " SELECT (SELECT MIN(s.key) FROM metric_summaries s WHERE s.key > found.key)"
+        " FROM found WHERE found.key IS NOT NULL"
+        ") SELECT key FROM found WHERE key IS NOT NULL"
+    )
+    summary = MetricSummary.__table__.c
+    finite = select(summary.run_id, summary.last).where(
+        summary.key == bindparam("key"), summary.last_kind == bindparam("finite")
+    )
+    special = select(summary.run_id, summary.last, summary.last_kind).where(
+        summary.key == bindparam("key"), summary.last_kind != bindparam("finite")
+    )
+    in_sweep = tuple(
+        query.join(Run, Run.id == summary.run_id).where(Run.sweep_id == sweep)
+        for query in (finite, special)
+    )
+    return runs, keys, {False: (finite, special), True: in_sweep}
+
+
+_RUNS, _KEYS, _LAST_VALUES = _comparison_statements()
 
 
 @dataclass(frozen=True)
@@ -360,23 +408,39 @@ class ArtifactIn:
 
 
 class RunRow(NamedTuple):
+    """A run as a comparison sees it; `status` is the stored name of its RunStatus."""
+
     id: int
     spec_id: int
     seed: int
-    status: RunStatus
+    status: str
 
 
-class SummaryRow(NamedTuple):
-    run_id: int
-    key: str
-    last: float | None
-    last_kind: ValueKind
+class RunRef(NamedTuple):
+    id: int
+    user_id: int | None
+
+
+class ComparisonRows(NamedTuple):
+    """Runs, their specs' canonical forms, and metric key -> run id -> last value."""
+
+    runs: list[RunRow]
+    specs: dict[int, dict[str, Any]]
+    values: dict[str, dict[int, float]]
+
+
+# A point about to be stored, (key, step, value, kind): its value split into the float the
+# database keeps and its kind. Plain tuples, as thousands are made per batch.
+NewPoint = tuple[str, int, float | None, ValueKind]
 
 
 def _dialect_insert(session: Session, table: Table) -> Any:
     """An INSERT with ON CONFLICT support (SQLite and PostgreSQL both have it)."""
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return _insert_for(session.get_bind().dialect, table)
+
+
+def _insert_for(dialect: Dialect, table: Table) -> Any:
+    return (postgresql.insert if dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 def _insert_ignoring_duplicates(session: Session, table: Table) -> Any:
@@ -431,17 +495,114 @@ def _new_run(
     }
 
 
-def _point_row(run_id: int, attempt: int, point: PointIn) -> dict[str, Any]:
-    value, kind = classify(point.value)
-    return {
-        "run_id": run_id,
-        "attempt": attempt,
-        "key": point.key,
-        "step": point.step,
-        "value": value,
-        "kind": kind,
-        "recorded_at": utcnow(),
-    }
+_POINT_COLUMNS = ("run_id", "attempt", "key", "step", "value", "kind", "recorded_at")
+
+
+def _insert_points(
+    connection: Connection, run_id: int, attempt: int, rows: Sequence[NewPoint]
+) -> None:
+    """One executemany of the points, ignoring any (run, attempt, key, step) stored since.
+
+    SQLAlchemy would run each row's kind and time through the column types' converters;
+    here they are converted once per batch with those same converters, so the stored text
+    is the one the models write and read.
+    """
+    dialect = connection.dialect
+    sql, order = _point_insert(dialect)
+    table = MetricPoint.__table__
+    kinds = {kind: _to_db(dialect, table.c.kind, kind) for kind in ValueKind}
+    now = _to_db(dialect, table.c.recorded_at, utcnow())
+    tuples = [
+        (run_id, attempt, key, step, value, kinds[kind], now) for key, step, value, kind in rows
+    ]
+    if order is None:
+        parameters: list[Any] = [dict(zip(_POINT_COLUMNS, row, strict=True)) for row in tuples]
+    elif order == tuple(range(len(_POINT_COLUMNS))):
+        parameters = tuples
+    else:
+        parameters = [tuple(row[i] for i in order) for row in tuples]
+    connection.exec_driver_sql(sql, parameters)
+
+
+@functools.cache
+def _point_insert(dialect: Dialect) -> tuple[str, tuple[int, ...] | None]:
+    """The points' INSERT for `dialect`, and its parameters' order when they are positional."""
+    statement = _insert_for(dialect, MetricPoint.__table__).on_conflict_do_nothing()
+    compiled = statement.compile(dialect=dialect, column_keys=list(_POINT_COLUMNS))
+    if not compiled.positional:
+        return compiled.string, None
+    return compiled.string, tuple(_POINT_COLUMNS.index(n) for n in compiled.positiontup or ())
+
+
+@functools.cache
+def _summary_upsert(dialect: Dialect, lower: bool) -> Any:
+    """Insert a batch's summary of a key, or merge it into the stored one."""
+    stored = MetricSummary.__table__.c
+    statement = _insert_for(dialect, MetricSummary.__table__)
+    new = statement.excluded
+    newer = new.last_step >= stored.last_step
+    better = new.best < stored.best if lower else new.best > stored.best
+    takes_best = or_(stored.best.is_(None), and_(new.best.is_not(None), better))
+    return statement.on_conflict_do_update(
+        index_elements=["run_id", "key"],
+        set_={
+            "last": case((newer, new.last), else_=stored.last),
+            "last_kind": case((newer, new.last_kind), else_=stored.last_kind),
+            "last_step": case((newer, new.last_step), else_=stored.last_step),
+            "best": case((takes_best, new.best), else_=stored.best),
+            "best_step": case((takes_best, new.best_step), else_=stored.best_step),
+            "count": stored.count + new.count,
+        },
+    )
+
+
+def _to_db(dialect: Dialect, column: Any, value: Any) -> Any:
+    """`value` as the column's type hands it to the driver."""
+    convert = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return value if convert is None else convert(value)
+
+
+def _driver_rows(connection: Connection, statement: Executable, **params: Any) -> list[Any]:
+    """The rows of a query as the driver returns them: plain tuples, no per-row converters.
+
+    Only for columns whose driver values are what the caller wants (numbers, text, enum
+    names), and for parameters that need no conversion. The SQL is compiled once per
+    statement and dialect.
+    """
+    dialect = connection.dialect
+    found = _COMPILED.get((statement, dialect.name))
+    if found is None:
+        compiled = statement.compile(dialect=dialect)
+        names = tuple(compiled.positiontup or ()) if compiled.positional else None
+        found = _COMPILED[(statement, dialect.name)] = (compiled.string, names)
+    sql, names = found
+    arguments = params if names is None else tuple(params[name] for name in names)
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql, arguments)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+_COMPILED: dict[tuple[Executable, str], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _metric_keys(connection: Connection) -> list[str]:
+    """Every distinct summary key, by a loose scan of the (key, ...) index: one probe per key."""
+    return [key for (key,) in _driver_rows(connection, _KEYS)]
+
+
+def _last_values(connection: Connection, key: str, sweep_id: int | None) -> dict[int, float]:
+    """Run id -> last value of `key`, for runs (of the sweep, if given)."""
+    finite, special = _LAST_VALUES[sweep_id is not None]
+    values: dict[int, float] = dict(
+        _driver_rows(connection, finite, key=key, sweep_id=sweep_id, finite=_FINITE)
+    )
+    rows = _driver_rows(connection, special, key=key, sweep_id=sweep_id, finite=_FINITE)
+    for run_id, last, kind in rows:
+        values[run_id] = restore(last, ValueKind[kind])
+    return values
 
 
 def _empty_summary(run_id: int, key: str) -> dict[str, Any]:
@@ -457,17 +618,17 @@ def _empty_summary(run_id: int, key: str) -> dict[str, Any]:
     }
 
 
-def _fold(summary: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _fold(summary: dict[str, Any], rows: list[NewPoint]) -> dict[str, Any]:
     """Fold new points into a summary: last by step, best among finite values."""
     out = dict(summary)
     lower = lower_is_better(out["key"])
-    for row in rows:
+    for _, step, value, kind in rows:
         out["count"] += 1
-        if row["step"] >= out["last_step"]:
-            out["last"], out["last_kind"], out["last_step"] = row["value"], row["kind"], row["step"]
-        value, best = row["value"], out["best"]
+        if step >= out["last_step"]:
+            out["last"], out["last_kind"], out["last_step"] = value, kind, step
+        best = out["best"]
         if value is None:
             continue
         if best is None or (value < best if lower else value > best):
-            out["best"], out["best_step"] = value, row["step"]
+            out["best"], out["best_step"] = value, step
     return out

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from api.deps import StoreDep
 from api.schemas import MAX_DB_INT, Comparison, GroupOut, PairedTestOut, StatisticOut
 from loope.spec import ExperimentSpec
-from service.compare import Group, PairedTest, compare
+from service.compare import BASELINE_PREFIX, Group, PairedTest, compare
 from service.exports import MEDIA_TYPES, SUFFIXES, ExportFormat, render
 from service.metrics import to_json
 from service.store import Store
@@ -75,8 +75,8 @@ def _compare(
     _check_fields(group_by)
     if baseline_pe is not None and "pe.name" not in group_by:
         raise HTTPException(422, "baseline_pe: needs 'pe.name' among the group_by fields")
-    runs, specs, summaries = store.comparison_rows(sweep_id, [prefix, "baseline/"])
-    groups = compare(runs, specs, summaries, group_by, prefix, baseline_pe, alpha)
+    runs, specs, values = store.comparison_rows(sweep_id, [prefix, BASELINE_PREFIX])
+    groups = compare(runs, specs, values, group_by, prefix, baseline_pe, alpha)
     return Comparison(
         group_by=group_by,
         metric_prefix=prefix,
