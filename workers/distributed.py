@@ -41,6 +41,8 @@ from typing import Any, Literal
 import ray
 import torch
 import torch.distributed as dist
+from ray import PlacementGroupID
+from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -214,7 +216,7 @@ def fit_data_parallel(
     started(resumed_from)
 
     storage = workdir.parent / f"{workdir.name}.ray-train"
-    guard = start_guard()
+    guard = start_guard([_per_worker(spec)] * need.workers)
     config = {"spec": spec.model_dump(mode="json"), "seed": seed,
               "workdir": str(workdir), "target": target, "guard": guard}  # fmt: skip
     trainer = TorchTrainer(
@@ -246,12 +248,20 @@ class PlacementGroupGuard:
     not run, and a placement group lives as long as the job (the service) that owns it: a
     cancelled or killed attempt would keep its ranks' CPUs and GPUs reserved. The guard is a
     detached actor on the attempt's node that watches the attempt's process id.
+
+    Rank 0 registers the group as soon as it runs. If the attempt dies before that (while
+    the ranks start), the guard removes the one group created since it started whose bundles
+    are this attempt's request.
+    NOTE: two data-parallel attempts of the same request dying within the same start-up
+    window are ambiguous; the guard then removes nothing and logs it.
     """
 
     CHECK_INTERVAL_S = 0.25
 
-    def __init__(self, attempt_pid: int) -> None:
+    def __init__(self, attempt_pid: int, bundles: list[dict[str, float]]) -> None:
         self.attempt_pid = attempt_pid
+        self.bundles = bundles
+        self.before = set(ray.util.placement_group_table())
         self.group: Any = None
         threading.Thread(target=self._watch_forever, name="pg-guard", daemon=True).start()
 
@@ -261,21 +271,48 @@ class PlacementGroupGuard:
     def _watch_forever(self) -> None:
         while _process_alive(self.attempt_pid):
             time.sleep(self.CHECK_INTERVAL_S)
-        if self.group is not None:
-            log.warning(
-                "attempt process %d died; removing its ranks' placement group", self.attempt_pid
-            )
-            ray.util.remove_placement_group(self.group)
+        group_id = self.group.id.hex() if self.group is not None else self._unregistered()
+        if group_id is not None:
+            log.warning("attempt process %d died; removing placement group %s",
+                        self.attempt_pid, group_id)  # fmt: skip
+            ray.util.remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(group_id)))
         os._exit(0)
 
+    def _unregistered(self) -> str | None:
+        """The one live group created since the guard started with this attempt's bundles."""
+        table = ray.util.placement_group_table()
+        found = [
+            group_id
+            for group_id, group in table.items()
+            if group_id not in self.before
+            and group["state"] != "REMOVED"
+            and _same_bundles(list(group["bundles"].values()), self.bundles)
+        ]
+        if len(found) != 1:
+            log.warning("attempt process %d died; %d candidate placement groups, removing none",
+                        self.attempt_pid, len(found))  # fmt: skip
+            return None
+        return found[0]
 
-def start_guard() -> Any:
+
+def _same_bundles(bundles: list[dict[str, float]], wanted: list[dict[str, float]]) -> bool:
+    keys = ("CPU", "GPU")
+    return len(bundles) == len(wanted) and all(
+        abs(got.get(key, 0) - want.get(key, 0)) < 1e-6
+        for got, want in zip(bundles, wanted, strict=True)
+        for key in keys
+    )
+
+
+def start_guard(bundles: list[dict[str, float]]) -> Any:
     """A placement-group guard for the calling process, on its node; kill it when done."""
     here = ray.get_runtime_context().get_node_id()
-    return PlacementGroupGuard.options(
+    guard = PlacementGroupGuard.options(
         lifetime="detached",
         scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
-    ).remote(os.getpid())
+    ).remote(os.getpid(), bundles)
+    ray.get(guard.__ray_ready__.remote())  # its list of earlier groups precedes the ranks'
+    return guard
 
 
 def _process_alive(pid: int) -> bool:
