@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -46,7 +47,8 @@ class Statistic:
         mean = math.fsum(values) / n
         if n < 2:
             return cls(mean, math.nan, n, (math.nan, math.nan))
-        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+        deviations = [v - mean for v in values]
+        std = math.sqrt(math.fsum(map(operator.mul, deviations, deviations)) / (n - 1))
         half = _t_quantile(n - 1) * std / math.sqrt(n)
         return cls(mean, std, n, (mean - half, mean + half))
 
