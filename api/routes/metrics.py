@@ -76,10 +76,15 @@ def _parse_batch(body: bytes) -> MetricBatch:
         return METRIC_BATCH.validate_json(body)
     except ValidationError as error:
         errors = [
-            {**problem, "loc": ("body", *problem["loc"])}
+            {**problem, "loc": ("body", *problem["loc"]), "input": _printable(problem["input"])}
             for problem in error.errors(include_url=False)
         ]
-        raise RequestValidationError(errors, body=body) from None
+        raise RequestValidationError(errors) from None
+
+
+def _printable(value: Any) -> Any:
+    """An error's echoed input; raw bytes that are not UTF-8 would break the JSON answer."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _store_batch(

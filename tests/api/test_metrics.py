@@ -70,3 +70,13 @@ def test_bad_metric_values_are_422_and_nothing_is_written(api: httpx.Client) -> 
 def test_metrics_of_a_missing_run_are_404(api: httpx.Client) -> None:
     points = [{"key": "a", "step": 0, "value": 1.0}]
     assert api.post("/runs/77/metrics", json={"attempt": 1, "points": points}).status_code == 404
+
+
+def test_a_batch_that_is_not_utf8_is_422_not_500(api: httpx.Client) -> None:
+    run_id = make_run(api)
+    body = b'{"attempt": 1, "points": [{"key": "\xff", "step": 0, "value": 1}]}'
+    headers = {"content-type": "application/json"}
+    response = api.post(f"/runs/{run_id}/metrics", content=body, headers=headers)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+    assert api.get(f"/runs/{run_id}/metrics").json() == []
