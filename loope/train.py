@@ -29,6 +29,7 @@ from torch import nn
 from loope.data import DataBundle, Split, load_dataset, three_cell
 from loope.data.augment import Augmenter
 from loope.models import build_model
+from loope.models.checkpoint import load_checkpoint
 from loope.models.resolution import evaluate_at_sizes
 from loope.spec import ExperimentSpec, Precision, TrainSpec
 
@@ -162,7 +163,7 @@ class Trainer:
 
     def _build_model(self) -> nn.Module:
         model_spec, data = self.spec.model, self.data
-        return build_model(
+        model = build_model(
             model_spec.arch,
             model_spec.size,
             self.spec.pe.name,
@@ -173,6 +174,9 @@ class Trainer:
             pe_options=self.spec.pe.build_options(),
             drop_rate=self.recipe.dropout,
         )
+        if model_spec.checkpoint is not None:  # the starting weights; a resume overrides them
+            load_checkpoint(model, model_spec.checkpoint)
+        return model
 
     def _build_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
         warmup = self.steps_per_epoch * self.recipe.warmup_epochs

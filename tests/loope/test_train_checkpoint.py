@@ -1,0 +1,36 @@
+"""A spec's `model.checkpoint` gives the trainer its starting weights, PE tensors aside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from loope.spec import ExperimentSpec
+from loope.train import Trainer
+
+DIGITS = {"name": "digits", "fractions": (0.2, 0.1, 0.7)}
+
+
+def spec(pe: str, checkpoint: Path | None = None) -> ExperimentSpec:
+    model = {"checkpoint": str(checkpoint)} if checkpoint else {}
+    body = {"pe": {"name": pe}, "dataset": DIGITS, "model": model, "train": {"device": "cpu"}}
+    return ExperimentSpec.model_validate(body)
+
+
+def test_the_trainer_starts_from_the_named_checkpoint_with_its_own_pe(tmp_path: Path) -> None:
+    source = Trainer(spec("learnable"), seed=1).model
+    weights = tmp_path / "weights.pt"
+    torch.save(source.state_dict(), weights)
+
+    started = Trainer(spec("sinusoid-1d", weights), seed=2).model
+    fresh = Trainer(spec("sinusoid-1d"), seed=2).model
+
+    own = started.state_dict()
+    assert torch.equal(
+        own["blocks.0.attn.qkv.weight"], source.state_dict()["blocks.0.attn.qkv.weight"]
+    )
+    assert not torch.equal(
+        own["blocks.0.attn.qkv.weight"], fresh.state_dict()["blocks.0.attn.qkv.weight"]
+    )
+    assert not any(name.startswith("pe.") and name in source.state_dict() for name in own)
