@@ -150,12 +150,16 @@ def _collect(group: Group, values: dict[str, dict[int, float]], prefix: str) -> 
 def _paired_tests(
     groups: list[Group], group_by: Sequence[str], baseline_pe: str, alpha: float
 ) -> None:
-    """Test each non-baseline group against its baseline twin, then Holm-adjust all p."""
+    """Test each non-baseline group against its baseline twin; Holm-adjust per metric.
+
+    The family of one metric is its comparisons of every PE with the baseline; adjusting
+    over all metrics at once would make the many per-bit scores swamp the headline one.
+    """
     if PE_FIELD not in group_by:
         raise ValueError(f"baseline_pe needs {PE_FIELD!r} among the group_by fields")
     others = [path for path in group_by if path != PE_FIELD]
     twins = {tuple(g.key[p] for p in others): g for g in groups if g.key[PE_FIELD] == baseline_pe}
-    done: list[PairedTest] = []
+    families: dict[str, list[PairedTest]] = {}
     for group in groups:
         twin = twins.get(tuple(group.key[p] for p in others))
         if group.key[PE_FIELD] == baseline_pe or twin is None:
@@ -163,8 +167,9 @@ def _paired_tests(
         for metric, values in group.by_seed.items():
             test = _paired(values, twin.by_seed.get(metric, {}), twin.key)
             group.tests[metric] = test
-            done.append(test)
-    holm(done, alpha)
+            families.setdefault(metric, []).append(test)
+    for family in families.values():
+        holm(family, alpha)
 
 
 def _paired(values: dict[int, float], base: dict[int, float], key: dict[str, Any]) -> PairedTest:
