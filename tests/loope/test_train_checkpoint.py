@@ -34,3 +34,17 @@ def test_the_trainer_starts_from_the_named_checkpoint_with_its_own_pe(tmp_path: 
         own["blocks.0.attn.qkv.weight"], fresh.state_dict()["blocks.0.attn.qkv.weight"]
     )
     assert not any(name.startswith("pe.") and name in source.state_dict() for name in own)
+
+
+def test_pe_tensors_of_another_pe_are_not_loaded_even_when_shapes_fit(tmp_path: Path) -> None:
+    source = Trainer(spec("learnable"), seed=1).model
+    with torch.no_grad():
+        source.pe.cls.fill_(0.5)  # learnable's class row: same shape as LOOPE's class vector
+    weights = tmp_path / "weights.pt"
+    torch.save(source.state_dict(), weights)
+
+    started = Trainer(spec("loope", weights), seed=2).model
+
+    assert started.pe.cls.shape == source.pe.cls.shape
+    assert torch.count_nonzero(started.pe.cls) == 0  # LOOPE's zero init, not the 0.5 row
+    assert torch.equal(started.blocks[0].mlp.fc1.weight, source.blocks[0].mlp.fc1.weight)
