@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from loope.pe.base import AdditiveOutput, AdditivePE, Grid, PEInfo
-from loope.pe.sinusoid import order_positions, shift_sinusoid, sinusoid_table
+from loope.pe.sinusoid import order_positions, quarter_turn, shift_sinusoid, sinusoid_table
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ class ContextNetwork(nn.Module):
         col_map = cols.view(1, 1, 1, W).expand(B, 1, H, W)
         coords = (row_map, col_map)
         parts = (images, *coords) if self.coords == "after" else (*coords, images)
-        x = torch.cat(parts, dim=1)  # B, C+2, H, W
+        # Channels-last: the thin convolutions below run faster on it (oneDNN and cuDNN).
+        x = torch.cat(parts, dim=1).contiguous(memory_format=torch.channels_last)  # B, C+2, H, W
         x = self.norm(self.convs(x))  # B, 1, h, w
         z = self.linear(x.flatten(1))  # B, N
         return 2 * torch.sigmoid(z) - 1 if self.squash == "2sigmoid-1" else torch.tanh(z)
@@ -145,6 +146,7 @@ class LoopePE(AdditivePE):
         self.register_buffer("gilbert", gilbert.float(), persistent=False)
         table = sinusoid_table(gilbert, dim, base)[None]  # 1, N, D
         self.register_buffer("gilbert_table", table, persistent=False)
+        self.register_buffer("gilbert_turned", quarter_turn(table), persistent=False)
         self._zero_context_grids: set[Grid] = set()
 
     def no_weight_decay(self) -> set[str]:
@@ -168,7 +170,8 @@ class LoopePE(AdditivePE):
             return AdditiveOutput(patch=self.gilbert_table, cls=self.cls)
         shift = self.context(images)  # B, N
         table = self.gilbert_table.to(shift.dtype)  # 1, N, D
-        patch = shift_sinusoid(table, shift, self.dim, self.base)  # B, N, D
+        turned = self.gilbert_turned.to(shift.dtype)
+        patch = shift_sinusoid(table, shift, self.dim, self.base, turned)  # B, N, D
         return AdditiveOutput(patch=patch, cls=self.cls)
 
     def _note_zero_context(self, grid: Grid) -> None:

@@ -36,32 +36,46 @@ def sinusoid_table(positions: torch.Tensor, dim: int, base: float = 10000.0) -> 
     return table.flatten(-2)  # S, D
 
 
+def quarter_turn(table: torch.Tensor) -> torch.Tensor:
+    """The table turned by a quarter period: (cos(xω), −sin(xω)) where E has (sin, cos).
+
+    It is dE/dx divided by ω, the second term of the angle-addition rule.
+    """
+    pairs = table.unflatten(-1, (-1, 2))  # S, D/2, 2
+    sin_x, cos_x = pairs.unbind(-1)
+    return torch.stack((cos_x, -sin_x), dim=-1).flatten(-2)  # S, D
+
+
 def shift_sinusoid(
-    table: torch.Tensor, shift: torch.Tensor, dim: int, base: float = 10000.0
+    table: torch.Tensor,
+    shift: torch.Tensor,
+    dim: int,
+    base: float = 10000.0,
+    turned: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """E(x + s) from a table of E(x) and a shift s, by the angle-addition rule.
 
-    sin((x + s)ω) = sin(xω)cos(sω) + cos(xω)sin(sω), and likewise for the cosine. The large
-    angles xω stay as precise as the frozen table; only the small angles sω are computed in
-    the shift's precision. A zero shift gives back `table` exactly.
+    sin((x + s)ω) = sin(xω)cos(sω) + cos(xω)sin(sω), and likewise for the cosine, which
+    on interleaved channels reads E(x + s) = E(x)·cos(sω) + T(x)·sin(sω) with T the
+    `quarter_turn` of E. The large angles xω stay as precise as the frozen table; only the
+    small angles sω are computed in the shift's precision. A zero shift gives back `table`
+    exactly.
 
     Args:
         table: E(x), shape S + (D,), interleaved sin/cos.
         shift: s, shape broadcastable to S.
         dim: D.
         base: the frequency base of `table`.
+        turned: `quarter_turn(table)`, when the caller keeps it (it is computed otherwise).
 
     Returns:
         E(x + s), shape broadcast(S, shift) + (D,).
     """
+    turned = quarter_turn(table) if turned is None else turned
     k = torch.arange(dim // 2, device=shift.device, dtype=torch.float64)
-    omega = (base ** (-2.0 * k / dim)).to(shift.dtype)  # D/2
-    angles = shift.unsqueeze(-1) * omega  # S, D/2
-    pairs = table.unflatten(-1, (-1, 2))  # S, D/2, 2
-    sin_x, cos_x = pairs.unbind(-1)  # S, D/2 each
-    sin_s, cos_s = angles.sin(), angles.cos()
-    shifted = (sin_x * cos_s + cos_x * sin_s, cos_x * cos_s - sin_x * sin_s)
-    return torch.stack(shifted, dim=-1).flatten(-2)  # S, D
+    omega = (base ** (-2.0 * k / dim)).repeat_interleave(2).to(shift.dtype)  # D
+    angles = shift.unsqueeze(-1) * omega  # S, D: each ω twice, for its sin and cos channel
+    return table * angles.cos() + turned * angles.sin()
 
 
 def order_positions(order: OrderName, grid: Grid) -> torch.Tensor:

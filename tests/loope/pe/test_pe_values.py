@@ -15,6 +15,7 @@ import torch
 from loope.pe import PE_REGISTRY, build_pe, rotate_pairs
 from loope.pe.loope_pe import ContextNetwork, LoopePE
 from loope.pe.relative import relative_offset_index
+from loope.pe.sinusoid import sinusoid_table
 
 
 def sinusoid(x: float, dim: int, base: float = 10000.0) -> list[float]:
@@ -165,6 +166,16 @@ def test_loope_with_zero_context_is_hilbert_pe_exactly() -> None:
     assert patch.shape == (3, 15, 16)
     assert torch.equal(patch, hilbert.expand_as(patch))
     assert torch.equal(loope(grid).patch.to(patch.dtype), hilbert), "no image: X_C = 0"
+
+
+def test_loope_pe_is_the_sinusoid_of_its_moved_positions() -> None:
+    """E(X_G + X_C) by angle addition equals the table of the moved positions, computed anew."""
+    torch.manual_seed(0)
+    grid = (3, 5)
+    pe = build_pe("loope", 16, grid, 4).double()
+    images = torch.randn(2, 3, 12, 20, dtype=torch.float64)
+    moved = pe.positions(grid, images)  # B, N
+    assert torch.allclose(pe(grid, images).patch, sinusoid_table(moved, 16), atol=1e-12)
 
 
 def test_loope_context_moves_positions_by_less_than_one() -> None:
