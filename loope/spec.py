@@ -246,6 +246,16 @@ class ResourceSpec(Strict):
             )
         return gpus
 
+    @model_validator(mode="after")
+    def _ranks_hold_whole_gpus(self) -> ResourceSpec:
+        if self.workers > 1 and 0 < self.gpus < 1:
+            raise ValueError(
+                f"resources.gpus={self.gpus} with workers={self.workers}: data-parallel ranks "
+                "each need a GPU of their own (NCCL cannot put two ranks on one GPU); use "
+                "gpus: 1 or more, or workers: 1"
+            )
+        return self
+
 
 class ExperimentSpec(Strict):
     """One experiment. Unknown fields are refused, so a typo never silently runs defaults."""

@@ -31,12 +31,12 @@ def _run(queue: RunQueue, run_id: int) -> Run:
 
 
 def test_order_and_requested_resources(queue: RunQueue) -> None:
-    body = SPEC | {"resources": {"gpus": 0.5, "memory_gb": 3, "workers": 2}}
+    body = SPEC | {"resources": {"gpus": 1, "memory_gb": 3, "workers": 2}}
     first, second, urgent = _submit(queue, body), _submit(queue), _submit(queue, priority=5)
     waiting = queue.queued(limit=10)
     assert [w.run_id for w in waiting] == [urgent, first, second]
     assert waiting[1].resources.memory_gb == 3 and waiting[1].resources.workers == 2
-    assert waiting[1].resources.gpus == 0.5
+    assert waiting[1].resources.gpus == 1
 
 
 def test_a_stale_attempt_changes_nothing(queue: RunQueue) -> None:
