@@ -33,6 +33,11 @@ class SubmitSpec(Body):
     seeds: list[Seed] = Field(default=[0], min_length=1, max_length=MAX_SEEDS)
     priority: int = Field(default=0, ge=-1000, le=1000)
     policy: Literal["reuse", "skip", "force-new"] = "reuse"
+    visibility: Literal["team", "private"] = Field(
+        default="team",
+        description="who may read the new runs: the whole team, or (private) only the caller "
+        "and admins; with auth off every run is readable",
+    )
 
 
 class SubmitSweep(Body):
@@ -47,6 +52,11 @@ class SubmitSweep(Body):
     seeds: list[Seed] = Field(default=[0], min_length=1, max_length=MAX_SEEDS)
     priority: int = Field(default=0, ge=-1000, le=1000)
     policy: Literal["reuse", "skip", "force-new"] = "reuse"
+    visibility: Literal["team", "private"] = Field(
+        default="team",
+        description="who may read the new runs: the whole team, or (private) only the caller "
+        "and admins; with auth off every run is readable",
+    )
 
 
 class Submission(BaseModel):
@@ -78,6 +88,7 @@ class RunOut(BaseModel):
     dataset: str
     attempt: int
     owner: str | None = None
+    visibility: Literal["team", "private"] = "team"
     failure_kind: str | None
     failure_reason: str | None
     created_at: dt.datetime

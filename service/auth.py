@@ -1,8 +1,10 @@
-"""Team accounts: users, their bearer tokens (kept hashed), and who may change which run.
+"""Team accounts: users, their bearer tokens (kept hashed), and who may read or change
+which run.
 
 A token is 32 random bytes shown once when it is made; the database keeps only its
 SHA-256, and a presented token is checked by hashing it and comparing in constant time.
-Auth may be off only while the server listens on loopback.
+Auth may be off only while the server listens on loopback; the caller is then the local
+admin, who reads every run, private ones included.
 """
 
 from __future__ import annotations
@@ -50,9 +52,21 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def reads_every_run(self) -> bool:
+        """Admins (the local user with auth off among them) and the service's workers."""
+        return self.role in ("admin", "service")
+
+    def may_read(self, owner_id: int | None, visibility: str) -> bool:
+        """Team runs are read by everyone; a private run by its owner, admins and workers."""
+        return visibility != "private" or self.reads_every_run or self.owns(owner_id)
+
+    def owns(self, owner_id: int | None) -> bool:
+        return owner_id is not None and owner_id == self.user_id
+
     def may_change(self, owner_id: int | None) -> bool:
         """Owners and admins may cancel or retry a run; with auth off everyone is local admin."""
-        return self.is_admin or (owner_id is not None and owner_id == self.user_id)
+        return self.is_admin or self.owns(owner_id)
 
 
 LOCAL = Principal(user_id=None, name="local", role="admin")

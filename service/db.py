@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
@@ -57,6 +57,12 @@ class FailureKind(enum.StrEnum):
     OUT_OF_MEMORY = "out_of_memory"
     DIVERGED = "diverged"
     CANCELLED = "cancelled"
+
+
+Visibility = Literal["team", "private"]
+"""Who may read a run: the whole team, or only its owner and admins."""
+
+VISIBILITIES: tuple[Visibility, ...] = ("team", "private")
 
 
 class ValueKind(enum.StrEnum):
@@ -119,6 +125,7 @@ class Run(Base):
     failure_reason: Mapped[str | None] = mapped_column(Text)
     owner: Mapped[str | None] = mapped_column(String(200))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    visibility: Mapped[str] = mapped_column(String(16), default="team", server_default="team")
     lease_expires_at: Mapped[dt.datetime | None]
     heartbeat_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -9,7 +9,7 @@ import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from sqlalchemy import (
     Executable,
@@ -39,9 +39,13 @@ from service.db import (
     Spec,
     Sweep,
     ValueKind,
+    Visibility,
     utcnow,
 )
 from service.metrics import classify, lower_is_better, restore
+
+if TYPE_CHECKING:
+    from service.auth import Principal
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +94,7 @@ class Store:
         user_id: int | None = None,
         policy: ResubmitPolicy = "reuse",
         sweep: dict[str, Any] | None = None,
+        visibility: Visibility = "team",
     ) -> Submitted:
         """Create runs for the (spec, seed) cells, all in one transaction.
 
@@ -113,7 +118,8 @@ class Store:
                 if previous is not None and policy == "reuse" and previous[1] not in _REDO:
                     reused.append(previous[0])
                     continue
-                created_rows.append(_new_run(request, spec_id, sweep_id, priority, owner, user_id))
+                row = _new_run(request, spec_id, sweep_id, priority, owner, user_id)
+                created_rows.append(row | {"visibility": visibility})
             created = _insert_returning_ids(session, Run, created_rows)
         if created:
             log.info(
@@ -193,9 +199,13 @@ class Store:
         user_id: int | None = None,
         after_id: int = 0,
         limit: int = 100,
+        reader: Principal | None = None,
     ) -> list[tuple[Run, Spec]]:
-        """Runs in id order after `after_id`, filtered by the given fields."""
+        """Runs in id order after `after_id`, filtered by the given fields; with a `reader`,
+        only the runs that reader may read."""
         query = select(Run, Spec).join(Spec, Run.spec_id == Spec.id).where(Run.id > after_id)
+        if reader is not None and not reader.reads_every_run:
+            query = query.where(or_(Run.visibility != "private", Run.user_id == reader.user_id))
         for column, value in (
             (Run.status, status),
             (Spec.pe, pe),
@@ -229,19 +239,23 @@ class Store:
             return {status.value: count for status, count in rows}
 
     def find_run(self, run_id: int) -> RunRef | None:
-        """The run's id and owner, or None: a cheap check for routes that only need those."""
+        """The run's id, owner and visibility, or None: for routes that only need those."""
         with self.sessions() as session:
-            row = session.execute(select(Run.user_id).where(Run.id == run_id)).first()
-        return None if row is None else RunRef(run_id, row[0])
+            query = select(Run.user_id, Run.visibility).where(Run.id == run_id)
+            row = session.execute(query).first()
+        return None if row is None else RunRef(run_id, row[0], row[1])
 
-    def comparison_rows(self, sweep_id: int | None, prefixes: Sequence[str]) -> ComparisonRows:
+    def comparison_rows(
+        self, sweep_id: int | None, prefixes: Sequence[str], reader: Principal | None = None
+    ) -> ComparisonRows:
         """What a comparison needs, read as plain driver tuples (no objects per row).
 
         Returns every run (of the sweep, if given), the canonical spec of each of their spec
         ids, and for each metric key starting with a prefix the last value of every
         succeeded run that has it. Values are read one key at a time from the covering index
         on (key, run_id, last, last_kind), finite ones straight into a dict; the rare NaN,
-        ±inf and −0.0 are read apart and restored.
+        ±inf and −0.0 are read apart and restored. With a `reader`, private runs it may not
+        read are left out.
         """
         with self.sessions() as session:
             connection = session.connection()
@@ -255,6 +269,10 @@ class Store:
             specs = {spec_id: canonical for spec_id, canonical in spec_rows}
             keys = [k for k in _metric_keys(connection) if k.startswith(tuple(prefixes))]
             values = {key: _last_values(connection, key, sweep_id) for key in keys}
+            if reader is not None and not reader.reads_every_run:
+                hidden = set(session.scalars(_private_of_others(reader.user_id)))
+                runs = [run for run in runs if run[0] not in hidden]
+                values = {key: _without(found, hidden) for key, found in values.items()}
         return ComparisonRows(runs, specs, values)
 
     # --- artifacts ---------------------------------------------------------------------
@@ -289,37 +307,28 @@ class Store:
     ) -> int:
         """Store points of one attempt; a (key, step) already stored for it is ignored.
 
-        Returns how many points were new. Summaries are updated in the same transaction.
-        Only the steps the batch spans are looked up, so a long run's history costs nothing.
-        The points go to the driver as one executemany of plain tuples whose kind and time
-        were converted once per batch, not once per point.
+        Returns how many points this call wrote; only those are folded into the summaries,
+        in the same transaction. The INSERT names the rows it wrote (ON CONFLICT DO NOTHING
+        RETURNING), so two ingests of the same points at once never count a point twice: on
+        PostgreSQL the second waits for the first's rows and then skips them. Rows go in
+        (key, step) order, so racing writers lock them in one order and cannot deadlock.
+        A (key, step) given twice in one batch keeps its last value.
         """
         fresh = {(key, step): value for key, step, value in points}
         if not fresh:
             return 0
-        steps = [step for _, step in fresh]
+        finite = ValueKind.FINITE
+        rows = [
+            (key, step, value, finite)
+            if value != 0 and value - value == 0  # finite and not ±0.0: most points
+            else (key, step, *classify(value))
+            for (key, step), value in sorted(fresh.items())
+        ]
         with self.sessions.begin() as session:
-            stored = session.execute(
-                select(MetricPoint.key, MetricPoint.step).where(
-                    MetricPoint.run_id == run_id,
-                    MetricPoint.attempt == attempt,
-                    MetricPoint.key.in_({key for key, _ in fresh}),
-                    MetricPoint.step.between(min(steps), max(steps)),
-                )
-            )
-            for seen in stored:
-                fresh.pop(tuple(seen), None)
-            if fresh:
-                finite = ValueKind.FINITE
-                rows = [
-                    (key, step, value, finite)
-                    if value != 0 and value - value == 0  # finite and not ±0.0: most points
-                    else (key, step, *classify(value))
-                    for (key, step), value in fresh.items()
-                ]
-                _insert_points(session.connection(), run_id, attempt, rows)
-                self._summarise(session, run_id, rows)
-            return len(fresh)
+            written = _insert_points(session.connection(), run_id, attempt, rows)
+            if written:
+                self._summarise(session, run_id, written)
+        return len(written)
 
     def _summarise(self, session: Session, run_id: int, rows: list[NewPoint]) -> None:
         """Fold the new points into each key's summary with one upsert per direction.
@@ -419,6 +428,21 @@ class RunRow(NamedTuple):
 class RunRef(NamedTuple):
     id: int
     user_id: int | None
+    visibility: str
+
+
+def _private_of_others(user_id: int | None) -> Executable:
+    """Ids of the private runs whose owner is not `user_id`."""
+    query = select(Run.id).where(Run.visibility == "private")
+    return query if user_id is None else query.where(Run.user_id.is_distinct_from(user_id))
+
+
+def _without(values: dict[int, float], hidden: set[int]) -> dict[int, float]:
+    return (
+        {run_id: value for run_id, value in values.items() if run_id not in hidden}
+        if hidden
+        else values
+    )
 
 
 class ComparisonRows(NamedTuple):
@@ -496,42 +520,58 @@ def _new_run(
 
 
 _POINT_COLUMNS = ("run_id", "attempt", "key", "step", "value", "kind", "recorded_at")
+# 7,000 parameters a statement: below SQLite's 32,766 and PostgreSQL's 65,535.
+_POINTS_PER_STATEMENT = 1000
+_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 def _insert_points(
     connection: Connection, run_id: int, attempt: int, rows: Sequence[NewPoint]
-) -> None:
-    """One executemany of the points, ignoring any (run, attempt, key, step) stored since.
+) -> list[NewPoint]:
+    """Insert the points, skipping any (run, attempt, key, step) already stored; returns the
+    rows this statement wrote, which are the only ones a summary may count.
 
-    SQLAlchemy would run each row's kind and time through the column types' converters;
-    here they are converted once per batch with those same converters, so the stored text
-    is the one the models write and read.
+    Each chunk is one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING key, step,
+    sent through the driver. SQLAlchemy would run each row's kind and time through the
+    column types' converters; here they are converted once per batch with those same
+    converters, so the stored text is the one the models write and read.
+
+    NOTE: `recorded_at` is when the service stored the batch, the same for all its points.
+    A reported point carries no time of its own (MetricPointIn is key, step, value), and
+    the worker's reporter holds points for up to its flush interval and retries through
+    API outages, so the time of receipt is the only time the service knows; a per-point
+    time would need the reporter to send one.
     """
     dialect = connection.dialect
-    sql, order = _point_insert(dialect)
     table = MetricPoint.__table__
     kinds = {kind: _to_db(dialect, table.c.kind, kind) for kind in ValueKind}
     now = _to_db(dialect, table.c.recorded_at, utcnow())
-    tuples = [
-        (run_id, attempt, key, step, value, kinds[kind], now) for key, step, value, kind in rows
-    ]
-    if order is None:
-        parameters: list[Any] = [dict(zip(_POINT_COLUMNS, row, strict=True)) for row in tuples]
-    elif order == tuple(range(len(_POINT_COLUMNS))):
-        parameters = tuples
-    else:
-        parameters = [tuple(row[i] for i in order) for row in tuples]
-    connection.exec_driver_sql(sql, parameters)
+    written: set[tuple[str, int]] = set()
+    for start in range(0, len(rows), _POINTS_PER_STATEMENT):
+        chunk = rows[start : start + _POINTS_PER_STATEMENT]
+        parameters = [
+            part
+            for key, step, value, kind in chunk
+            for part in (run_id, attempt, key, step, value, kinds[kind], now)
+        ]
+        result = connection.exec_driver_sql(_point_insert(dialect, len(chunk)), tuple(parameters))
+        written.update(result.tuples())
+    if len(written) == len(rows):
+        return list(rows)
+    return [row for row in rows if (row[0], row[1]) in written]
 
 
-@functools.cache
-def _point_insert(dialect: Dialect) -> tuple[str, tuple[int, ...] | None]:
-    """The points' INSERT for `dialect`, and its parameters' order when they are positional."""
-    statement = _insert_for(dialect, MetricPoint.__table__).on_conflict_do_nothing()
-    compiled = statement.compile(dialect=dialect, column_keys=list(_POINT_COLUMNS))
-    if not compiled.positional:
-        return compiled.string, None
-    return compiled.string, tuple(_POINT_COLUMNS.index(n) for n in compiled.positiontup or ())
+@functools.lru_cache(maxsize=64)
+def _point_insert(dialect: Dialect, rows: int) -> str:
+    """The driver SQL that inserts `rows` points and returns the (key, step) it wrote."""
+    quote = dialect.identifier_preparer.quote
+    mark = _MARKS[dialect.paramstyle]
+    columns = ", ".join(map(quote, _POINT_COLUMNS))
+    values = ", ".join(["(" + ", ".join([mark] * len(_POINT_COLUMNS)) + ")"] * rows)
+    return (
+        f"INSERT INTO {quote(MetricPoint.__tablename__)} ({columns}) VALUES {values}"
+        f" ON CONFLICT DO NOTHING RETURNING {quote('key')}, {quote('step')}"
+    )
 
 
 @functools.cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Response
 
 from api.deps import StoreDep, UserDep
-from api.routes.runs import RunIdPath, existing_run
+from api.routes.runs import RunIdPath, check_readable, readable_run
 from api.schemas import ArtifactIn, ArtifactOut
 from service import store as store_module
 
@@ -17,7 +17,7 @@ def add_artifact(
     run_id: RunIdPath, body: ArtifactIn, store: StoreDep, user: UserDep, response: Response
 ) -> ArtifactOut:
     """Record an artifact of an attempt; recording the same one again changes nothing."""
-    run, _ = existing_run(store, run_id)
+    run, _ = readable_run(store, run_id, user)
     if user.role != "service" and not user.may_change(run.user_id):
         raise HTTPException(403, f"user {user.name!r} may not add artifacts to run {run_id}")
     item = store_module.ArtifactIn(body.kind, body.uri, body.size_bytes, body.sha256)
@@ -28,7 +28,7 @@ def add_artifact(
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=list[ArtifactOut])
-def list_artifacts(run_id: RunIdPath, store: StoreDep) -> list[ArtifactOut]:
+def list_artifacts(run_id: RunIdPath, store: StoreDep, user: UserDep) -> list[ArtifactOut]:
     """Every artifact of a run, oldest first."""
-    existing_run(store, run_id)
+    check_readable(store, run_id, user)
     return [ArtifactOut.model_validate(a, from_attributes=True) for a in store.artifacts(run_id)]

@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel
 
-from api.deps import StoreDep
+from api.deps import StoreDep, UserDep
 from api.schemas import MAX_DB_INT, Comparison, GroupOut, PairedTestOut, StatisticOut
 from loope.spec import ExperimentSpec
+from service.auth import Principal
 from service.compare import BASELINE_PREFIX, Group, PairedTest, compare
 from service.exports import MEDIA_TYPES, SUFFIXES, ExportFormat, render
 from service.metrics import to_json
@@ -32,6 +33,7 @@ SweepId = Annotated[int | None, Query(ge=1, le=MAX_DB_INT)]
 @router.get("/compare", response_model=Comparison)
 def comparison(
     store: StoreDep,
+    user: UserDep,
     group_by: GroupBy = DEFAULT_GROUP_BY,
     metric_prefix: Prefix = "test/",
     sweep_id: SweepId = None,
@@ -39,13 +41,15 @@ def comparison(
     alpha: Alpha = 0.05,
 ) -> Comparison:
     """Finished runs grouped by spec fields: mean ± std, n, 95 % CI, diverged count, and
-    paired t-tests over shared seeds against `baseline_pe`, Holm-adjusted."""
-    return _compare(store, group_by, metric_prefix, sweep_id, baseline_pe, alpha)
+    paired t-tests over shared seeds against `baseline_pe`, Holm-adjusted. Private runs of
+    other users are left out."""
+    return _compare(store, user, group_by, metric_prefix, sweep_id, baseline_pe, alpha)
 
 
 @router.get("/compare/export", response_class=Response)
 def export_comparison(
     store: StoreDep,
+    user: UserDep,
     format: Annotated[ExportFormat, Query(description="csv, json, markdown or latex")] = "csv",
     group_by: GroupBy = DEFAULT_GROUP_BY,
     metric_prefix: Prefix = "test/",
@@ -54,7 +58,7 @@ def export_comparison(
     alpha: Alpha = 0.05,
 ) -> Response:
     """The same comparison as a table to download."""
-    result = _compare(store, group_by, metric_prefix, sweep_id, baseline_pe, alpha)
+    result = _compare(store, user, group_by, metric_prefix, sweep_id, baseline_pe, alpha)
     text = render(result.model_dump(mode="json"), format)
     disposition = f'attachment; filename="comparison.{SUFFIXES[format]}"'
     return Response(
@@ -66,6 +70,7 @@ def export_comparison(
 
 def _compare(
     store: Store,
+    user: Principal,
     group_by: list[str],
     prefix: str,
     sweep_id: int | None,
@@ -75,7 +80,7 @@ def _compare(
     _check_fields(group_by)
     if baseline_pe is not None and "pe.name" not in group_by:
         raise HTTPException(422, "baseline_pe: needs 'pe.name' among the group_by fields")
-    runs, specs, values = store.comparison_rows(sweep_id, [prefix, BASELINE_PREFIX])
+    runs, specs, values = store.comparison_rows(sweep_id, [prefix, BASELINE_PREFIX], user)
     groups = compare(runs, specs, values, group_by, prefix, baseline_pe, alpha)
     return Comparison(
         group_by=group_by,

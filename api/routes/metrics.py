@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import StoreDep, UserDep
-from api.routes.runs import RunIdPath
+from api.routes.runs import RunIdPath, check_readable, missing
 from api.schemas import (
     MAX_BATCH_POINTS,
     METRIC_BATCH,
@@ -91,8 +91,8 @@ def _store_batch(
     store: Store, run_id: int, attempt: int, points: list[MetricPointIn], user: Principal
 ) -> int:
     run = store.find_run(run_id)
-    if run is None:
-        raise HTTPException(404, f"run {run_id} does not exist")
+    if run is None or not user.may_read(run.user_id, run.visibility):
+        raise missing(run_id)
     if user.role != "service" and not user.may_change(run.user_id):
         raise HTTPException(403, f"user {user.name!r} may not report metrics of run {run_id}")
     # Plain (key, step, value) tuples: PointIn's shape without a constructor call per point.
@@ -101,8 +101,9 @@ def _store_batch(
 
 
 @router.get("/runs/{run_id}/metrics", response_model=list[str])
-def metric_keys(run_id: RunIdPath, store: StoreDep) -> list[str]:
+def metric_keys(run_id: RunIdPath, store: StoreDep, user: UserDep) -> list[str]:
     """The metric keys a run has reported."""
+    check_readable(store, run_id, user)
     return store.metric_keys(run_id)
 
 
@@ -111,10 +112,10 @@ def read_series(
     run_id: RunIdPath,
     key: MetricKey,
     store: StoreDep,
+    user: UserDep,
     max_points: Annotated[int, Query(ge=2, le=100_000)] = 1000,
 ) -> Series:
     """One metric's series, downsampled to at most `max_points`."""
+    check_readable(store, run_id, user)
     points = store.series(run_id, key, max_points)
-    if not points and store.get_run(run_id) is None:
-        raise HTTPException(404, f"run {run_id} does not exist")
     return Series(key=key, steps=[s for s, _ in points], values=[to_json(v) for _, v in points])

@@ -25,17 +25,30 @@ RunIdPath = Annotated[int, Path(ge=1, le=MAX_DB_INT, description="the run's id")
 Name = Annotated[str | None, Query(max_length=64)]
 
 
-def existing_run(store: Store, run_id: int) -> tuple[Run, Spec]:
-    """The run and its spec, or 404 naming the id."""
+def missing(run_id: int) -> HTTPException:
+    """The 404 of a run that does not exist, or that the caller may not read: the two are
+    answered alike, so a private run's existence does not leak."""
+    return HTTPException(404, f"run {run_id} does not exist")
+
+
+def readable_run(store: Store, run_id: int, user: Principal) -> tuple[Run, Spec]:
+    """The run and its spec, or 404 naming the id when there is none that `user` may read."""
     found = store.get_run(run_id)
-    if found is None:
-        raise HTTPException(404, f"run {run_id} does not exist")
+    if found is None or not user.may_read(found[0].user_id, found[0].visibility):
+        raise missing(run_id)
     return found
 
 
+def check_readable(store: Store, run_id: int, user: Principal) -> None:
+    """404 unless the run exists and `user` may read it (reads only the run's owner)."""
+    found = store.find_run(run_id)
+    if found is None or not user.may_read(found.user_id, found.visibility):
+        raise missing(run_id)
+
+
 def changeable_run(store: Store, run_id: int, user: Principal, action: str) -> tuple[Run, Spec]:
-    """The run, if `user` owns it or is an admin; 403 otherwise."""
-    run, spec = existing_run(store, run_id)
+    """The run, if `user` owns it or is an admin; 403 otherwise (404 if it is unreadable)."""
+    run, spec = readable_run(store, run_id, user)
     if not user.may_change(run.user_id):
         raise HTTPException(
             403, f"only the owner of run {run_id} or an admin may {action} it, not {user.name!r}"
@@ -56,6 +69,7 @@ def run_out(run: Run, spec: Spec, *, detail: bool = False, store: Store | None =
         dataset=spec.dataset,
         attempt=run.attempt,
         owner=run.owner,
+        visibility=run.visibility,
         failure_kind=run.failure_kind,
         failure_reason=run.failure_reason,
         created_at=run.created_at,
@@ -91,19 +105,21 @@ def list_runs(
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> RunPage:
-    """Runs in id order, filtered; pass `next_cursor` back as `cursor` for the next page."""
+    """Runs the caller may read in id order, filtered; pass `next_cursor` back as `cursor`
+    for the next page."""
     rows = store.list_runs(
         status=status, pe=pe, arch=arch, dataset=dataset, sweep_id=sweep_id,
-        user_id=user.user_id if mine else None, after_id=cursor, limit=limit,
+        user_id=user.user_id if mine else None, after_id=cursor, limit=limit, reader=user,
     )  # fmt: skip
     runs = [run_out(run, spec) for run, spec in rows]
     return RunPage(runs=runs, next_cursor=runs[-1].id if len(runs) == limit else None)
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-def get_run(run_id: RunIdPath, store: StoreDep) -> RunOut:
-    """One run with its spec, attempts and the last value of every metric."""
-    return run_out(*existing_run(store, run_id), detail=True, store=store)
+def get_run(run_id: RunIdPath, store: StoreDep, user: UserDep) -> RunOut:
+    """One run with its spec, attempts and the last value of every metric; a private run
+    of another user is answered 404, as if it did not exist."""
+    return run_out(*readable_run(store, run_id, user), detail=True, store=store)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)

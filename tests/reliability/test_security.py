@@ -1,6 +1,7 @@
 """Security with auth on, against a real server on both databases: every route but health
-and the docs needs a valid token, tokens are kept hashed, users cannot act on others' runs
-or borrow others' idempotency keys, and no browser origin is allowed by default."""
+and the docs needs a valid token, tokens are kept hashed, users cannot act on others' runs,
+read others' private runs or borrow others' idempotency keys, and no browser origin is
+allowed by default."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from loope.cli.app import app as cli
-from service.db import make_engine
+from service.db import RunStatus, make_engine, make_sessionmaker
+from service.queue import RunQueue
 
 SPEC = {"pe": {"name": "none"}, "dataset": {"name": "three-cell", "preset": "quick"}}
 OPEN_PATHS = {"/api/v1/health"}
@@ -142,3 +144,105 @@ def test_cors_is_closed_by_default(api: httpx.Client) -> None:
     read = api.get("/runs", headers=evil)
     assert "access-control-allow-origin" not in read.headers
     assert "access-control-allow-credentials" not in read.headers
+
+
+PRIVATE_SPEC = {**SPEC, "pe": {"name": "learnable"}}
+
+
+def _succeed(database_url: str, run_id: int, worker: httpx.Client, average: float) -> None:
+    """Take a run through one attempt as the dispatcher and a worker would, with a metric,
+    a test score and an artifact."""
+    queue = RunQueue(make_sessionmaker(make_engine(database_url)))
+    assert queue.claim(run_id, lease_s=60) is not None
+    points = [
+        {"key": "train/loss", "step": 1, "value": 0.5},
+        {"key": "test/average", "step": 1, "value": average},
+    ]
+    assert worker.post(f"/runs/{run_id}/metrics", json={"attempt": 1, "points": points}).is_success
+    artifact = {"attempt": 1, "kind": "plot", "uri": f"file:///tmp/run-{run_id}.png"}
+    assert worker.post(f"/runs/{run_id}/artifacts", json=artifact).status_code == 201
+    assert queue.finish(run_id, 1, RunStatus.SUCCEEDED)
+
+
+def _reads(caller: httpx.Client, run_id: int) -> dict[str, httpx.Response]:
+    return {
+        "get": caller.get(f"/runs/{run_id}"),
+        "metric keys": caller.get(f"/runs/{run_id}/metrics"),
+        "series": caller.get(f"/runs/{run_id}/metrics/train/loss"),
+        "artifacts": caller.get(f"/runs/{run_id}/artifacts"),
+        "cancel": caller.post(f"/runs/{run_id}/cancel"),
+        "retry": caller.post(f"/runs/{run_id}/retry"),
+        "report": caller.post(
+            f"/runs/{run_id}/metrics",
+            json={"attempt": 1, "points": [{"key": "x", "step": 9, "value": 1.0}]},
+        ),
+    }
+
+
+def _listed(caller: httpx.Client, **params: object) -> set[int]:
+    return {run["id"] for run in caller.get("/runs", params=params).json()["runs"]}
+
+
+def _compared_pes(caller: httpx.Client) -> dict[str, list[int]]:
+    groups = caller.get("/compare", params={"group_by": "pe.name"}).json()["groups"]
+    return {group["key"]["pe.name"]: group["runs"] for group in groups}
+
+
+@pytest.mark.timeout(180)
+def test_private_runs_are_read_only_by_their_owner_and_admins(
+    database_url: str, serve: Callable
+) -> None:
+    """Others get the same 404 as for a run that does not exist, on every route that reads
+    or changes a run, and find it in no list or comparison; owner and admins see it all."""
+    ada, bob = add_user(database_url, "ada"), add_user(database_url, "bob")
+    boss = add_user(database_url, "boss", "--admin")
+    server = serve(auth="on")
+    base = f"{server.url}/api/v1"
+    with (
+        client(base, ada) as as_ada,
+        client(base, bob) as as_bob,
+        client(base, boss) as as_boss,
+        client(base, server.app.state.worker_token) as worker,
+    ):
+        private = {"spec": PRIVATE_SPEC, "visibility": "private"}
+        [secret] = as_ada.post("/specs", json=private).json()["created"]
+        sweep = {"base": PRIVATE_SPEC, "seeds": [5, 6], "visibility": "private"}
+        swept = as_ada.post("/sweeps", json=sweep).json()
+        [shared] = as_ada.post("/specs", json={"spec": SPEC}).json()["created"]
+        for run_id, average in ((secret, 80.0), (shared, 60.0)):
+            _succeed(database_url, run_id, worker, average)
+        hidden = {secret, *swept["created"]}
+
+        nowhere = as_bob.get("/runs/999999").json()["detail"].replace("999999", "{}")
+        for run_id in hidden:
+            for action, answer in _reads(as_bob, run_id).items():
+                assert answer.status_code == 404, f"{action} of {run_id}: {answer.text}"
+                assert answer.json()["detail"] == nowhere.format(run_id), action
+        assert _listed(as_bob, limit=1000) == {shared}
+        assert _listed(as_bob, sweep_id=swept["sweep_id"]) == set()
+        assert _compared_pes(as_bob) == {"none": [shared]}
+        export = as_bob.get("/compare/export", params={"format": "csv", "group_by": "pe.name"})
+        assert "learnable" not in export.text and "none" in export.text
+        assert as_bob.get(f"/runs/{shared}/metrics/train/loss").json()["values"] == [0.5]
+
+        for reader in (as_ada, as_boss):
+            assert _listed(reader, limit=1000) == hidden | {shared}
+            assert _compared_pes(reader) == {"learnable": [secret], "none": [shared]}
+            run = reader.get(f"/runs/{secret}").json()
+            assert run["visibility"] == "private" and run["summary"]["test/average"] == 80.0
+            assert reader.get(f"/runs/{secret}/artifacts").json()[0]["kind"] == "plot"
+            assert reader.get(f"/runs/{secret}/metrics").json() == ["test/average", "train/loss"]
+        assert as_ada.get(f"/runs/{shared}").json()["visibility"] == "team"
+        assert as_boss.post(f"/runs/{swept['created'][0]}/cancel").json()["status"] == "CANCELLED"
+
+
+@pytest.mark.timeout(120)
+def test_with_auth_off_visibility_is_recorded_and_every_run_is_readable(
+    api: httpx.Client,
+) -> None:
+    [secret] = api.post("/specs", json={"spec": SPEC, "visibility": "private"}).json()["created"]
+    assert api.get(f"/runs/{secret}").json()["visibility"] == "private"
+    assert secret in _listed(api)
+    assert api.get(f"/runs/{secret}/artifacts").json() == []
+    refused = api.post("/specs", json={"spec": SPEC, "visibility": "secret"})
+    assert refused.status_code == 422 and "visibility" in refused.text
