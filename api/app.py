@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
         app.state.accounts = Accounts(sessions)
         app.state.auth_required = require_tokens
         app.state.dispatcher = None
+        app.state.artifact_root = settings.resolved_artifact_root()  # read by the PE view
         worker_settings = _announce_auth(settings, app.state.accounts, require_tokens)
         app.state.worker_token = worker_settings.worker_token
         if dispatch:

@@ -11,11 +11,13 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
-from api.routes import pe_view
+from api.routes import pe_view, run_pe_view, sweeps_list
 
 router = APIRouter()
-# The PE view's data routes are part of the REST API, under its version prefix.
-router.include_router(pe_view.router, prefix="/api/v1")
+# The data routes the dashboard added are part of the REST API, under its version prefix;
+# each carries the same sign-in dependency as the other routes.
+for _module in (pe_view, run_pe_view, sweeps_list):
+    router.include_router(_module.router, prefix="/api/v1")
 
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 

@@ -1,7 +1,8 @@
 """The PE view's data: cosine-similarity maps of a PE's patch embeddings, and PESI.
 
 Each request builds the PE afresh from the catalogue (seeded), lays its patch embeddings
-out on the grid and measures them; nothing is read from the database.
+out on the grid and measures them; nothing is read from the database. The PE of a trained
+run is the business of `run_pe_view`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def pe_map(
 ) -> dict[str, Any]:
     """The similarity of the centre cell's PE to every cell's, and the PE's PESI scores."""
     shape = _grid(grid)
-    centre = _cell(cell, shape)
+    centre = parse_cell(cell, shape)
     embeddings = _embeddings(pe, order, shape, dim, seed)  # h, w, D
     maps = cosine_similarity_maps(embeddings)  # h, w, h, w
     info = PE_REGISTRY[pe].info
@@ -51,7 +52,7 @@ def pe_map(
         "dim": dim,
         "seed": seed,
         "map": np.round(maps[centre], 6).tolist(),
-        "pesi": _finite(pesi(embeddings).to_dict()),
+        "pesi": scores_json(pesi(embeddings).to_dict()),
         "note": _note(pe, info.trainable, info.image_conditioned, seed),
     }
 
@@ -68,7 +69,7 @@ def pesi_table(
     for name, entry in PE_REGISTRY.items():
         if entry.info.kind != "additive" or name == "none":
             continue
-        scores = _finite(pesi(_embeddings(name, None, shape, dim, seed)).to_dict())
+        scores = scores_json(pesi(_embeddings(name, None, shape, dim, seed)).to_dict())
         rows.append({"pe": name, "trainable": entry.info.trainable, **scores})
     return {"grid": list(shape), "dim": dim, "seed": seed, "rows": rows}
 
@@ -83,7 +84,7 @@ def _grid(text: str) -> tuple[int, int]:
     return rows, cols
 
 
-def _cell(text: str, grid: tuple[int, int]) -> tuple[int, int]:
+def parse_cell(text: str, grid: tuple[int, int]) -> tuple[int, int]:
     parts = text.split(",")
     if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
         raise HTTPException(422, f"cell {text!r} is not of the form ROW,COL")
@@ -108,14 +109,13 @@ def _embeddings(
         raise HTTPException(422, f"pe {name!r}: {error}") from None
 
 
-def _finite(scores: dict[str, float]) -> dict[str, float | str]:
+def scores_json(scores: dict[str, float]) -> dict[str, float | str]:
     """Scores with NaN spelled out, as everywhere in this API's JSON."""
     return {k: v if np.isfinite(v) else "nan" for k, v in scores.items()}
 
 
 def _note(name: str, trainable: bool, image_conditioned: bool, seed: int) -> str | None:
-    # TODO: maps of a trained run's PE on probe images need the run's checkpoint, which
-    # the API does not read yet; until then learned PEs are shown as initialised.
+    """What an untrained map shows; a trained run's PE is at /runs/{id}/pe-view."""
     if image_conditioned:
         return f"{name} shown without an image (X_C = 0), as initialised with seed {seed}"
     if trainable:

@@ -18,6 +18,7 @@ import pytest
 
 from service.db import FailureKind
 from service.settings import Settings
+from tests.api.test_dashboard_pe_view import tiny_spec, train_for_real
 from tests.conftest import ThreadServer
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,6 +36,7 @@ BASE = {
     "pe": {"name": "none"},
 }
 FIRST_PALETTE_RGB = (0x3B, 0x5B, 0xDB)
+DIVERGED_RGB = (0xFA, 0x52, 0x52)
 
 
 @dataclass
@@ -153,6 +155,41 @@ def served(
     ):
         queue = server.server.config.app.state.queue
         yield Served(server.url, api, _populate(api, queue), request.param)
+
+
+@dataclass
+class Trained:
+    url: str
+    api: httpx.Client
+    loope: int
+    sweeps: list[int]
+    database: str
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def trained_served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Trained]:
+    """A server on each database holding a tiny LOOPE run trained for real for one epoch
+    (through the worker's entry point: real trainer, checkpoint artifact), and two sweeps."""
+    folder = tmp_path_factory.mktemp("trained-dashboard")
+    if request.param == "sqlite":
+        database_url = f"sqlite:///{folder / 'loope.db'}"
+    else:
+        database_url = request.getfixturevalue("postgres").new_database()
+    settings = Settings(data_dir=folder / "data", database_url=database_url)
+    with (
+        ThreadServer(settings, dispatch=False) as server,
+        httpx.Client(base_url=f"{server.url}/api/v1", timeout=60) as api,
+    ):
+        [loope] = api.post("/specs", json={"spec": tiny_spec("loope")}).json()["created"]
+        assert train_for_real(server, loope) == "succeeded"
+        sweeps = []
+        for name, pes in (("orders", ["sinusoid-1d", "hilbert-pe"]), ("tables", ["learnable"])):
+            sweep = {"name": name, "base": tiny_spec("none"), "seeds": [0, 1]}
+            sweep["axes"] = {"pe.name": pes}
+            sweeps.append(api.post("/sweeps", json=sweep).json()["sweep_id"])
+        yield Trained(server.url, api, loope, sweeps, request.param)
 
 
 @pytest.fixture(scope="module")
@@ -343,6 +380,91 @@ def test_pe_view_draws_the_similarity_map_and_the_pesi_table(served: Served, pag
     page.tab.click("#pe-map", position={"x": px * 6 + 3, "y": px * 1 + 3})
     page.tab.wait_for_selector("text=Cosine similarity to cell (1, 6)")
     assert "cell=1%2C6" in page.tab.url
+
+
+def test_diverged_run_is_marked_in_the_list_and_on_its_charts(served: Served, page: Page) -> None:
+    diverged = served.runs["diverged"]
+    page.open(f"{served.url}/#/runs")
+    row = page.tab.query_selector(f"#runs tr[data-run='{diverged}']")
+    assert "diverged" in row.get_attribute("class")
+    assert "diverged at step 15" in row.inner_text()
+    succeeded = page.tab.query_selector(f"#runs tr[data-run='{served.runs['none-0']}']")
+    assert succeeded.get_attribute("class") is None
+
+    page.open(f"{served.url}/#/runs/{diverged}")
+    assert "This run diverged at step 15" in page.text("#diverged-banner")
+    assert page.drawn_pixels("chart-loss") > 20, "the loss before divergence is not drawn"
+    marker = page.drawn_pixels("chart-loss", DIVERGED_RGB)
+    assert marker > 150, f"no divergence marker on the loss chart ({marker} pixels)"
+    healthy = served.runs["none-0"]
+    page.open(f"{served.url}/#/runs/{healthy}")
+    assert page.tab.query_selector("#diverged-banner") is None
+    assert page.drawn_pixels("chart-loss", DIVERGED_RGB) < marker / 4
+    page.open(f"{served.url}/#/runs/{diverged}")
+    page.shot(f"{served.database}-run-diverged-marked")
+
+
+def test_pe_view_of_a_trained_loope_run_shows_probe_maps_and_pesi(
+    trained_served: Trained, page: Page
+) -> None:
+    run_id = trained_served.loope
+    page.open(f"{trained_served.url}/#/pe?run={run_id}&cell=2,5")
+    view = trained_served.api.get(f"/runs/{run_id}/pe-view", params={"cell": "2,5"}).json()
+    rows = page.tab.query_selector_all("#run-pesi tbody tr")
+    assert len(rows) == len(view["panels"]) == 10
+    for row, panel in zip(rows, view["panels"], strict=True):
+        cells = row.inner_text().split("\t")
+        assert cells[0] == panel["label"]
+        assert cells[1:] == [_fmt3(panel["pesi"][name]) for name in ("M_U", "M_D", "A_SU")]
+    assert "mean of 8 images" in page.text("#view") and "X_C = 0" in page.text("#view")
+    assert "checkpoint of epoch 1" in page.text("#view")
+    assert page.drawn_pixels("pe-map", (253, 231, 37)) > 300, "the centre cell is not drawn"
+    for i in range(10):
+        assert page.drawn_pixels(f"pe-map-{i}", (253, 231, 37)) > 50, f"map {i} is empty"
+    for i in range(8):  # each probe image shows its red, green and blue cell
+        for rgb in ((255, 0, 0), (0, 255, 0), (0, 0, 255)):
+            assert page.drawn_pixels(f"pe-image-{i}", rgb) > 50, f"image {i} lacks {rgb}"
+    page.shot(f"{trained_served.database}-pe-view-trained-loope")
+
+    px = int(page.tab.get_attribute("#pe-map", "data-cell-px"))
+    page.tab.click("#pe-map", position={"x": px * 6 + 3, "y": px * 1 + 3})
+    page.tab.wait_for_selector("text=Cosine similarity to cell (1, 6)")
+    assert f"run={run_id}" in page.tab.url and "cell=1%2C6" in page.tab.url
+
+
+def test_pe_view_picks_a_trained_run_from_the_finished_ones(
+    trained_served: Trained, page: Page
+) -> None:
+    page.open(f"{trained_served.url}/#/pe")
+    page.tab.select_option("#pe-run", str(trained_served.loope))
+    page.tab.wait_for_selector("#run-pesi")
+    assert f"run={trained_served.loope}" in page.tab.url
+    assert "Run #" in page.text("#view") and "probe images" in page.text("#run-pe-note")
+
+
+def test_sweeps_page_lists_sweeps_and_the_matrix_picks_another(
+    trained_served: Trained, page: Page
+) -> None:
+    first, second = trained_served.sweeps
+    page.open(f"{trained_served.url}/#/sweeps")
+    listed = [
+        int(r.get_attribute("data-sweep")) for r in page.tab.query_selector_all("#sweeps tbody tr")
+    ]
+    assert listed == [first, second]
+    assert "queued 4" in page.text(f"#sweeps tr[data-sweep='{first}']")
+    assert "orders" in page.text(f"#sweeps tr[data-sweep='{first}']")
+    page.shot(f"{trained_served.database}-sweeps-list")
+
+    page.open(f"{trained_served.url}/#/sweeps/{first}")
+    options = page.tab.eval_on_selector_all("#sweep-pick option", "os => os.map(o => o.value)")
+    assert options == [str(first), str(second)]
+    page.tab.select_option("#sweep-pick", str(second))
+    page.tab.wait_for_selector(f"text=Sweep {second}")
+    page.tab.wait_for_selector("#matrix")
+    assert page.tab.url.endswith(f"#/sweeps/{second}")
+    assert len(page.tab.query_selector_all("#matrix .seed.QUEUED")) == 2
+    assert page.text("#matrix tbody th") == "learnable"
+    page.shot(f"{trained_served.database}-sweep-picked")
 
 
 def test_dashboard_asks_for_a_token_when_the_api_demands_one(

@@ -12,7 +12,9 @@ function points(series) {
   });
 }
 
-export function lineChart(canvas, seriesList, { yLabel = "", logY = false } = {}) {
+// `marker`, if given ({ x, label }), draws a labelled vertical line at step x (where a run
+// diverged).
+export function lineChart(canvas, seriesList, { yLabel = "", logY = false, marker = null } = {}) {
   return new Chart(canvas, {
     type: "line",
     data: {
@@ -32,13 +34,40 @@ export function lineChart(canvas, seriesList, { yLabel = "", logY = false } = {}
       parsing: false,
       interaction: { mode: "nearest", axis: "x", intersect: false },
       scales: {
-        x: { type: "linear", title: { display: true, text: "step" } },
+        x: { type: "linear", title: { display: true, text: "step" }, suggestedMax: marker?.x },
         y: { type: logY ? "logarithmic" : "linear", title: { display: !!yLabel, text: yLabel } },
       },
-      plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } } },
+      plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } }, stepMarker: marker },
     },
+    plugins: marker ? [stepMarker] : [],
   });
 }
+
+// Red, apart from every series colour of the palette.
+export const DIVERGED_COLOUR = "#fa5252";
+
+// A dashed vertical line across the plot at the marker's step, labelled at the top.
+const stepMarker = {
+  id: "stepMarker",
+  afterDatasetsDraw(chart, _args, marker) {
+    if (!marker || !Number.isFinite(marker.x)) return;
+    const { ctx, chartArea, scales } = chart;
+    const x = scales.x.getPixelForValue(marker.x);
+    ctx.save();
+    ctx.strokeStyle = DIVERGED_COLOUR;
+    ctx.fillStyle = DIVERGED_COLOUR;
+    ctx.lineWidth = 3;
+    ctx.setLineDash([6, 4]);
+    ctx.beginPath();
+    ctx.moveTo(x, chartArea.top);
+    ctx.lineTo(x, chartArea.bottom);
+    ctx.stroke();
+    ctx.font = "bold 12px system-ui, sans-serif";
+    ctx.textAlign = x > chartArea.left + (chartArea.right - chartArea.left) / 2 ? "right" : "left";
+    ctx.fillText(marker.label, x + (ctx.textAlign === "right" ? -6 : 6), chartArea.top + 14);
+    ctx.restore();
+  },
+};
 
 // Grouped bars (one dataset per group, one bar per category) with whiskers of ± std and,
 // when given, a dashed reference mark per category (the Three-Cell majority rate).

@@ -53,3 +53,10 @@ export function table(headers, rows, attrs = {}) {
 // Colours for series and groups, distinct on a white panel.
 export const PALETTE = ["#3b5bdb", "#e8590c", "#2f9e44", "#ae3ec9", "#1098ad", "#f08c00",
   "#c2255c", "#5c940d", "#495057", "#7048e8"];
+
+// The step a DIVERGED run's reason names ("... not finite at step 15"), or null. The
+// worker writes the step into the reason; the run's record has no field of its own for it.
+export function divergedStep(reason) {
+  const match = /\bstep (\d+)/.exec(reason ?? "");
+  return match ? Number(match[1]) : null;
+}

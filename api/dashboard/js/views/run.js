@@ -3,7 +3,7 @@
 
 import { get } from "../api.js";
 import { lineChart } from "../charts.js";
-import { fmt, h, statusBadge, table, toNumber, when } from "../format.js";
+import { divergedStep, fmt, h, statusBadge, table, toNumber, when } from "../format.js";
 
 const POINTS = 2000;
 const CHARTS = [
@@ -23,19 +23,24 @@ export async function render(root, _params, runId) {
   const [run, keys, stored] = await Promise.all([get(`/runs/${runId}`),
     get(`/runs/${runId}/metrics`), get(`/runs/${runId}/artifacts`)]);
   root.append(header(run));
+  const seriesOf = {};
+  for (const chart of CHARTS) {
+    seriesOf[chart.id] = await Promise.all(chart.keys(keys).map((key) =>
+      get(`/runs/${runId}/metrics/${key}?max_points=${POINTS}`)));
+  }
+  const diverged = divergence(run, Object.values(seriesOf).flat());
+  if (diverged) root.append(diverged.banner);
 
   const charts = [];
   const grid = h("div", { class: "grid2" });
   root.append(h("h2", {}, "Learning curves"), grid);
   for (const chart of CHARTS) {
-    const wanted = chart.keys(keys);
-    if (wanted.length === 0) continue;
-    const series = await Promise.all(wanted.map((key) =>
-      get(`/runs/${runId}/metrics/${key}?max_points=${POINTS}`)));
+    const series = seriesOf[chart.id];
+    if (series.length === 0) continue;
     const canvas = h("canvas", { id: chart.id });
-    grid.append(h("div", { class: "panel" }, h("h2", {}, chart.title), divergence(series),
+    grid.append(h("div", { class: "panel" }, h("h2", {}, chart.title), nonFinite(series),
       h("div", { class: "chart" }, canvas)));
-    charts.push(lineChart(canvas, series, { yLabel: chart.yLabel }));
+    charts.push(lineChart(canvas, series, { yLabel: chart.yLabel, marker: diverged?.marker }));
   }
   if (charts.length === 0) grid.append(h("p", { class: "muted" }, "No metrics reported yet."));
 
@@ -102,12 +107,27 @@ function bytes(n) {
   return `${(n / 1024 ** i).toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
+// The first step at which a series is not finite, with its key and value, or null.
+function firstNonFinite(series) {
+  const i = series.values.findIndex((v) => !Number.isFinite(toNumber(v)));
+  return i < 0 ? null : { key: series.key, value: series.values[i], step: series.steps[i] };
+}
+
 // Say where a series stopped being finite: the chart shows a gap there.
-function divergence(seriesList) {
-  const notes = [];
-  for (const series of seriesList) {
-    const i = series.values.findIndex((v) => !Number.isFinite(toNumber(v)));
-    if (i >= 0) notes.push(`${series.key} is ${series.values[i]} at step ${series.steps[i]}`);
-  }
+function nonFinite(seriesList) {
+  const notes = seriesList.map(firstNonFinite).filter((found) => found !== null)
+    .map((found) => `${found.key} is ${found.value} at step ${found.step}`);
   return notes.length ? h("p", { class: "error" }, notes.join("; ")) : "";
+}
+
+// A DIVERGED run's step (from its reason, else its first non-finite point): a banner over
+// the page and a marker on every chart.
+function divergence(run, seriesList) {
+  if (run.status !== "DIVERGED") return null;
+  const found = seriesList.map(firstNonFinite).filter((f) => f !== null);
+  const step = divergedStep(run.failure_reason) ?? (found.length ? Math.min(...found.map((f) => f.step)) : null);
+  const label = step === null ? "diverged" : `diverged at step ${step}`;
+  const banner = h("p", { class: "banner", id: "diverged-banner" }, h("span", { class: "diverged-at" },
+    `This run ${label}`), run.failure_reason ? `: ${run.failure_reason}` : ".");
+  return { banner, marker: step === null ? null : { x: step, label } };
 }

@@ -2,7 +2,7 @@
 
 import { get, post, query } from "../api.js";
 import { setParams } from "../nav.js";
-import { h, statusBadge, table, when } from "../format.js";
+import { divergedStep, h, statusBadge, table, when } from "../format.js";
 
 const STATUSES = ["", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "DIVERGED", "CANCELLED"];
 const LIVE = new Set(["QUEUED", "RUNNING"]);
@@ -63,16 +63,24 @@ export async function render(root, params) {
     const cancel = LIVE.has(run.status)
       ? h("button", { class: "quiet", onclick: async () => { await post(`/runs/${run.id}/cancel`); load(true); } }, "cancel")
       : "";
-    return h("tr", { dataset: { run: run.id, status: run.status } },
+    return h("tr", { dataset: { run: run.id, status: run.status },
+      class: run.status === "DIVERGED" ? "diverged" : undefined },
       h("td", {}, h("a", { href: `#/runs/${run.id}` }, `#${run.id}`)),
       h("td", {}, statusBadge(run.status)),
       h("td", {}, run.pe), h("td", {}, run.arch), h("td", {}, run.dataset),
       h("td", { class: "num" }, run.seed),
       h("td", {}, run.sweep_id === null ? "—" : h("a", { href: `#/sweeps/${run.sweep_id}` }, run.sweep_id)),
       h("td", { class: "num" }, run.attempt),
-      h("td", {}, run.failure_kind ?? ""),
+      h("td", {}, failure(run)),
       h("td", { class: "reason", title: run.failure_reason ?? "" }, run.failure_reason ?? ""),
       h("td", {}, when(run.created_at)), h("td", {}, when(run.finished_at)),
       h("td", {}, cancel));
   }
+}
+
+// The failure kind; a diverged run says at which step its loss stopped being finite.
+function failure(run) {
+  if (run.status !== "DIVERGED") return run.failure_kind ?? "";
+  const step = divergedStep(run.failure_reason);
+  return h("span", { class: "diverged-at" }, step === null ? "diverged" : `diverged at step ${step}`);
 }

@@ -1,30 +1,52 @@
-// Sweeps: the list of sweeps, and one sweep's matrix of PE × (architecture, dataset) cells,
-// each showing its seeds' states, with a button that submits the missing seeds.
+// Sweeps: the list of sweeps (GET /sweeps, page by page), and one sweep's matrix of
+// PE × (architecture, dataset) cells, each showing its seeds' states, with a button that
+// submits the missing seeds and a picker to go to another sweep.
 
-import { allRuns, get, post } from "../api.js";
-import { h, table } from "../format.js";
+import { allRuns, get, post, query } from "../api.js";
+import { h, table, when } from "../format.js";
 
 const STATES = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "DIVERGED", "CANCELLED", "MISSING"];
+const MAX_SWEEPS = 10000;
 
 export async function render(root, _params, sweepId) {
   return sweepId === undefined ? list(root) : matrix(root, Number(sweepId));
 }
 
-async function list(root) {
-  const runs = await allRuns();
-  const sweeps = new Map();
-  for (const run of runs) {
-    if (run.sweep_id === null) continue;
-    const counts = sweeps.get(run.sweep_id) ?? {};
-    counts[run.status] = (counts[run.status] ?? 0) + 1;
-    sweeps.set(run.sweep_id, counts);
+// Every sweep, up to `MAX_SWEEPS` (a bound, not a guess), following the cursor.
+async function allSweeps() {
+  const sweeps = [];
+  let cursor = 0;
+  while (sweeps.length < MAX_SWEEPS) {
+    const page = await get(`/sweeps${query({ cursor, limit: 1000 })}`);
+    sweeps.push(...page.sweeps);
+    if (page.next_cursor === null) break;
+    cursor = page.next_cursor;
   }
-  const rows = [...sweeps].map(([id, counts]) => h("tr", {},
-    h("td", {}, h("a", { href: `#/sweeps/${id}` }, `sweep ${id}`)),
-    h("td", {}, Object.entries(counts).map(([s, n]) => `${s.toLowerCase()} ${n}`).join(", "))));
+  return sweeps;
+}
+
+const sweepName = (sweep) => `sweep ${sweep.id}${sweep.name ? ` · ${sweep.name}` : ""}`;
+
+function axesText(axes) {
+  return Object.entries(axes).map(([axis, values]) => `${axis}: ${values.join(", ")}`).join("; ");
+}
+
+async function list(root) {
+  const sweeps = await allSweeps();
+  const rows = sweeps.map((sweep) => h("tr", { dataset: { sweep: sweep.id } },
+    h("td", {}, h("a", { href: `#/sweeps/${sweep.id}` }, sweepName(sweep))),
+    h("td", {}, axesText(sweep.axes)), h("td", {}, sweep.seeds.join(", ")),
+    h("td", {}, Object.entries(sweep.runs).map(([s, n]) => `${s.toLowerCase()} ${n}`).join(", ")),
+    h("td", {}, sweep.owner ?? "—"), h("td", {}, when(sweep.created_at))));
   root.append(h("h1", {}, "Sweeps"), h("div", { class: "panel" },
-    rows.length ? table(["sweep", "runs"], rows, { id: "sweeps" })
+    rows.length ? table(["sweep", "axes", "seeds", "runs", "owner", "created"], rows, { id: "sweeps" })
       : h("p", { class: "muted" }, "No sweeps submitted yet.")));
+}
+
+function picker(sweeps, sweepId) {
+  return h("div", { class: "toolbar" }, h("label", {}, "sweep", h("select", { id: "sweep-pick",
+    onchange: (e) => { location.hash = `#/sweeps/${e.target.value}`; } },
+  sweeps.map((sweep) => h("option", { value: sweep.id, selected: sweep.id === sweepId }, sweepName(sweep))))));
 }
 
 // The sweep's runs, plus runs of the same specs submitted later to fill its cells.
@@ -38,8 +60,8 @@ async function cellsOf(sweepId) {
 }
 
 async function matrix(root, sweepId) {
-  const runs = await cellsOf(sweepId);
-  root.append(h("h1", {}, `Sweep ${sweepId}`));
+  const [runs, sweeps] = await Promise.all([cellsOf(sweepId), allSweeps()]);
+  root.append(h("h1", {}, `Sweep ${sweepId}`), picker(sweeps, sweepId));
   if (runs.length === 0) {
     root.append(h("p", { class: "muted" }, `Sweep ${sweepId} has no runs.`));
     return;

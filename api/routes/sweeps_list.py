@@ -1,0 +1,78 @@
+"""Listing sweeps: each with its axes, seeds and how many of its runs are in each state."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+from sqlalchemy import func, or_, select
+
+from api.deps import StoreDep, UserDep, current_user
+from api.schemas import MAX_DB_INT
+from service.auth import Principal
+from service.db import Run, Sweep
+
+router = APIRouter(tags=["sweeps"], dependencies=[Depends(current_user)])
+
+
+class SweepOut(BaseModel):
+    """A sweep as submitted, and its runs counted by status (those the caller may read)."""
+
+    id: int
+    name: str | None
+    owner: str | None
+    axes: dict[str, Any]
+    seeds: list[int]
+    created_at: dt.datetime
+    runs: dict[str, int]
+
+
+class SweepPage(BaseModel):
+    sweeps: list[SweepOut]
+    next_cursor: int | None
+
+
+@router.get("/sweeps", response_model=SweepPage)
+def list_sweeps(
+    store: StoreDep,
+    user: UserDep,
+    cursor: Annotated[
+        int, Query(ge=0, le=MAX_DB_INT, description="last sweep id of the previous page")
+    ] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> SweepPage:
+    """Sweeps in id order; pass `next_cursor` back as `cursor` for the next page."""
+    with store.sessions() as session:
+        query = select(Sweep).where(Sweep.id > cursor).order_by(Sweep.id).limit(limit)
+        sweeps = list(session.scalars(query))
+        counts = _run_counts(session, [s.id for s in sweeps], user)
+    page = [
+        SweepOut(
+            id=s.id,
+            name=s.name,
+            owner=s.owner,
+            axes=s.axes,
+            seeds=list(s.seeds["seeds"]),
+            created_at=s.created_at,
+            runs=counts.get(s.id, {}),
+        )
+        for s in sweeps
+    ]
+    return SweepPage(sweeps=page, next_cursor=page[-1].id if len(page) == limit else None)
+
+
+def _run_counts(session: Any, sweep_ids: list[int], user: Principal) -> dict[int, dict[str, int]]:
+    """Sweep id -> {status: runs}, counting only the runs `user` may read."""
+    query = (
+        select(Run.sweep_id, Run.status, func.count())
+        .where(Run.sweep_id.in_(sweep_ids))
+        .group_by(Run.sweep_id, Run.status)
+    )
+    if not user.reads_every_run:
+        query = query.where(or_(Run.visibility != "private", Run.user_id == user.user_id))
+    counts: dict[int, dict[str, int]] = {}
+    for sweep_id, status, count in session.execute(query):
+        counts.setdefault(sweep_id, {})[status.value] = count
+    return counts
