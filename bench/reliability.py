@@ -5,8 +5,9 @@
     python bench/reliability.py --clients 20 --seconds 10
 
 1. The fault, duplicate, input and security scenarios are the tests of tests/reliability/
+   (kill -9 of the dispatcher and a Ray restart with runs running, private runs among them)
    and the kill -9 tests of tests/test_end_to_end.py; they run under pytest and each test's
-   outcome and time goes into the report.
+   outcome and time goes into the report, the headline scenarios first.
 2. Load: an API server in its own process (SQLite file, no dispatcher, auth off on
    loopback) and `--clients` concurrent clients for `--seconds`, mixing submissions (with
    idempotency keys), metric ingest and reads. Every answer must be 2xx; at the end every
@@ -39,6 +40,24 @@ SUITE = [
     "tests/reliability",
     "tests/test_end_to_end.py::test_kill_9_of_the_worker_mid_run_resumes_and_succeeds",
     "tests/test_end_to_end.py::test_killing_and_restarting_the_service_mid_run_loses_nothing",
+]
+# The issue's headline faults and checks, each with the test that proves it.
+HEADLINES = [
+    ("kill -9 of a worker mid-epoch", "test_kill_9_of_the_worker_mid_run"),
+    # The dispatcher runs inside the API server's process: killing one kills both.
+    (
+        "kill -9 of the API server + dispatcher, its own local Ray, 1 run",
+        "test_killing_and_restarting_the_service",
+    ),
+    (
+        "kill -9 of the dispatcher + API server, a `ray start` head, 2 runs",
+        "test_kill_9_of_the_dispatcher_with_runs",
+    ),
+    ("Ray head killed and restarted, 2 runs", "test_a_ray_restart_with_runs_running"),
+    ("32 concurrent writers on SQLite", "test_32_concurrent_writers"),
+    ("API unreachable for 30 s", "test_a_worker_keeps_its_points_while_the_api_is_away"),
+    ("two dispatchers never start one run", "test_two_dispatchers_never_claim_the_same_run"),
+    ("private runs unreadable by others", "test_private_runs_are_read_only_by_their_owner"),
 ]
 SPEC = {"pe": {"name": "none"}, "dataset": {"name": "three-cell", "preset": "quick"}}
 POINTS_PER_BATCH = 100
@@ -246,12 +265,30 @@ def _fmt_load(values: tuple[float, ...]) -> str:
     return " / ".join(f"{v:.1f}" for v in values)
 
 
+def _headline_table(suite: list[SuiteResult]) -> list[str]:
+    """One row per headline scenario: its cases (one per database where parametrised)."""
+    lines = ["| scenario | test | passed | seconds |", "| --- | --- | ---: | ---: |"]
+    for title, prefix in HEADLINES:
+        cases = [r for r in suite if r.name.split("::")[-1].startswith(prefix)]
+        if not cases:
+            lines.append(f"| {title} | `{prefix}…` | not run | |")
+            continue
+        passed = sum(r.outcome == "passed" for r in cases)
+        seconds = " / ".join(f"{r.seconds:.1f}" for r in cases)
+        lines.append(f"| {title} | `{cases[0].name.split('[')[0]}` | {passed} of {len(cases)} "
+                     f"| {seconds} |")  # fmt: skip
+    return lines + [""]
+
+
 def _suite_table(suite: list[SuiteResult]) -> list[str]:
     passed = sum(r.outcome == "passed" for r in suite)
     lines = [
         "## Faults, duplicates, bad input, security (pytest)",
         "",
         f"{passed} of {len(suite)} scenarios passed.",
+        "",
+        *_headline_table(suite),
+        "Every case:",
         "",
         "| scenario | result | seconds |",
         "| --- | --- | ---: |",
