@@ -41,8 +41,8 @@ TINY = {
     "train": {"epochs": EPOCHS, "batch_size": 32},
 }
 SEEDS = [11, 12]
-# Token authentication of a `ray start` cluster needs a token file shared with its drivers;
-# this cluster listens on loopback only and is the test's alone.
+# `ray start` turns token authentication on when a token file exists (~/.ray/auth_token),
+# and the service's driver would then need that token; this cluster is the test's alone.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
 
 
