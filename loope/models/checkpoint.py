@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,11 +52,27 @@ class LoadReport:
         return f"{self.path}: " + "; ".join(parts)
 
 
+def load_safely(path: Path) -> object:
+    """Unpickle `path` on the CPU allowing only tensors, containers and numpy arrays.
+
+    numpy arrays are allowed because the trainer's checkpoints hold numpy's random state
+    (MT19937: a uint32 array); nothing that runs code on loading is.
+    """
+    numpy_array = [
+        np.dtype,
+        np.ndarray,
+        np._core.multiarray._reconstruct,
+        type(np.dtype(np.uint32)),
+    ]
+    with torch.serialization.safe_globals(numpy_array):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file, unwrapped from a training checkpoint if need be."""
     if not path.is_file():
         raise FileNotFoundError(f"model.checkpoint: no file at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_safely(path)
     while isinstance(state, dict):
         nested = next((state[key] for key in WRAPPERS if isinstance(state.get(key), dict)), None)
         if nested is None:

@@ -22,6 +22,7 @@ from torch import nn
 
 from loope.data import load_dataset, three_cell, three_cell_config
 from loope.models import build_model
+from loope.models.checkpoint import load_safely
 from loope.pe.base import PositionalEmbedding, patch_embedding_grid
 from loope.pesi import PESI, pesi
 from loope.spec import DatasetSpec, ExperimentSpec
@@ -153,11 +154,7 @@ def _read_training_checkpoint(path: Path) -> dict[str, object]:
     """The trainer's checkpoint dictionary, unpickled with only tensors and numpy allowed."""
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
-    # numpy's random state (MT19937: a uint32 array) is the only non-tensor pickled
-    numpy_state = [np.dtype, np.ndarray, np._core.multiarray._reconstruct]
-    allowed = [*numpy_state, type(np.dtype(np.uint32))]
-    with torch.serialization.safe_globals(allowed):
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_safely(path)
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise ValueError(f"{path} is not a training checkpoint (no 'model' weights)")
     return state

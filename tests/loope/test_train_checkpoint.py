@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from loope.spec import ExperimentSpec
-from loope.train import Trainer
+from loope.train import CHECKPOINT_NAME, Trainer
 
 DIGITS = {"name": "digits", "fractions": (0.2, 0.1, 0.7)}
 
@@ -48,3 +48,16 @@ def test_pe_tensors_of_another_pe_are_not_loaded_even_when_shapes_fit(tmp_path: 
     assert started.pe.cls.shape == source.pe.cls.shape
     assert torch.count_nonzero(started.pe.cls) == 0  # LOOPE's zero init, not the 0.5 row
     assert torch.equal(started.blocks[0].mlp.fc1.weight, source.blocks[0].mlp.fc1.weight)
+
+
+def test_a_run_starts_from_another_runs_training_checkpoint(tmp_path: Path) -> None:
+    """The trainer's own checkpoint.pt (weights beside optimiser and random states) loads."""
+    body = spec("learnable").model_dump() | {"train": {"device": "cpu", "epochs": 1}}
+    first = Trainer(ExperimentSpec.model_validate(body), seed=1, workdir=tmp_path / "first")
+    first.fit()
+    checkpoint = tmp_path / "first" / CHECKPOINT_NAME
+
+    started = Trainer(spec("learnable", checkpoint), seed=2).model
+
+    assert torch.equal(started.pe.patch, first.model.pe.patch)
+    assert torch.equal(started.head.weight, first.model.head.weight)
