@@ -1,23 +1,28 @@
 """Step time (forward + backward) of every PE relative to `learnable`, on the same ViT.
 
-Two settings:
+Three settings:
 
-- ``--device cpu`` (default): the tiny ViT preset (width 64, depth 4) on 32 px images,
-  4 px patches (8x8 grid), batch 32, fp32, one torch thread;
-- ``--device cuda``: ViT-B/16 at 224 px (14x14 grid), batch 64, bf16 autocast.
+- ``--setting tiny-cpu`` (default): the tiny ViT preset (width 64, depth 4) on 32 px
+  images, 4 px patches (8x8 grid), batch 32, fp32, one torch thread;
+- ``--setting base-cpu``: ViT-B/16 at 224 px (14x14 grid), batch 2, fp32, on the CPU: the
+  paper's geometry where no GPU is lent (slow: seconds per step, so name PEs with ``--pe``);
+- ``--setting base-cuda``: ViT-B/16 at 224 px, batch 64, bf16 autocast, on a GPU.
 
 Every PE gets the same host (same seed). Steps are timed round-robin over the PEs, one
 step per PE per round, so that a change of machine load during the run falls on every PE
 alike; each PE's figure is the median of its rounds, after warm-up steps. On the CPU the
 clock is the process's CPU time (one thread: the step's own compute, which time-slicing by
 other processes on a shared machine does not stretch); wall time is recorded beside it.
-On CUDA the clock is wall time between synchronisations. Targets, as a
+On CUDA the clock is wall time between synchronisations. Beside the time, each PE's
+floating-point operations per step (matrix products and convolutions, counted by torch's
+FlopCounterMode) are given as a ratio to `learnable`: where that ratio is above a target,
+no implementation of the PE can meet it on that model. Targets, as a
 ratio to `learnable`: frozen PEs within 2 %, loope within 10 %, rotary and attention-bias
 PEs within 15 %; the others have none. The load average is recorded next to the figures,
 since a shared CPU makes them noisy.
 
-Writes ``bench/results/pe_step_<device>.json`` and prints a table. Run from the repository
-root: ``.venv/bin/python -m bench.bench_pe_step [--device cuda] [--repeats N]``.
+Writes ``bench/results/pe_step_<setting>.json`` and prints a table. Run from the repository
+root: ``.venv/bin/python -m bench.bench_pe_step [--setting base-cuda] [--pe loope] [--repeats N]``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from loope.models import build_model
 from loope.pe import PE_REGISTRY, pe_info
@@ -46,8 +52,9 @@ FROZEN_TARGET, LOOPE_TARGET, ATTENTION_TARGET = 1.02, 1.10, 1.15
 
 @dataclass(frozen=True)
 class Setting:
-    """One benchmark setting: the model, its input and the precision."""
+    """One benchmark setting: the device, the model, its input and the precision."""
 
+    device: str
     size: str
     img_size: int
     patch_size: int
@@ -56,8 +63,9 @@ class Setting:
 
 
 SETTINGS = {
-    "cpu": Setting(size="tiny", img_size=32, patch_size=4, batch=32, bf16=False),
-    "cuda": Setting(size="base", img_size=224, patch_size=16, batch=64, bf16=True),
+    "tiny-cpu": Setting("cpu", size="tiny", img_size=32, patch_size=4, batch=32, bf16=False),
+    "base-cpu": Setting("cpu", size="base", img_size=224, patch_size=16, batch=2, bf16=False),
+    "base-cuda": Setting("cuda", size="base", img_size=224, patch_size=16, batch=64, bf16=True),
 }
 
 
@@ -101,20 +109,31 @@ def step_seconds(
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
+def step_flops(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, setting: Setting
+) -> int:
+    """Floating-point operations of one forward + backward pass, as torch counts them."""
+    with FlopCounterMode(display=False) as counter:
+        step_seconds(model, images, labels, setting)
+    return counter.get_total_flops()
+
+
 def synchronise(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def measure(
-    setting: Setting, device: torch.device, repeats: int, warmup: int
-) -> dict[str, list[tuple[float, float]]]:
-    """(wall, CPU) seconds per step of every PE, `repeats` rounds each, timed round-robin."""
-    models = {pe: build(pe, setting, device) for pe in PE_REGISTRY}
+    setting: Setting, device: torch.device, pes: list[str], repeats: int, warmup: int
+) -> tuple[dict[str, list[tuple[float, float]]], dict[str, int]]:
+    """(wall, CPU) seconds per step of each PE, `repeats` rounds each, timed round-robin;
+    and each PE's operations per step."""
+    models = {pe: build(pe, setting, device) for pe in pes}
     generator = torch.Generator().manual_seed(1)
     shape = (setting.batch, 3, setting.img_size, setting.img_size)
     images = torch.randn(shape, generator=generator).to(device)
     labels = torch.randint(0, 100, (setting.batch,), generator=generator).to(device)
+    flops = {pe: step_flops(model, images, labels, setting) for pe, model in models.items()}
     for model in models.values():
         for _ in range(warmup):
             step_seconds(model, images, labels, setting)
@@ -122,12 +141,14 @@ def measure(
     for _ in range(repeats):
         for pe, model in models.items():
             times[pe].append(step_seconds(model, images, labels, setting))
-    return times
+    return times, flops
 
 
-def summarise(times: dict[str, list[tuple[float, float]]], clock: int) -> list[dict[str, Any]]:
+def summarise(
+    times: dict[str, list[tuple[float, float]]], flops: dict[str, int], clock: int
+) -> list[dict[str, Any]]:
     """Per PE: median and spread in ms of `clock` (0 wall, 1 CPU), wall median, ratio to
-    `learnable`, target and whether it is met."""
+    `learnable`, operations and their ratio, target and whether it is met."""
     baseline = statistics.median(t[clock] for t in times[BASELINE])
     rows = []
     for pe, steps in times.items():
@@ -139,45 +160,56 @@ def summarise(times: dict[str, list[tuple[float, float]]], clock: int) -> list[d
             "pe": pe, "kind": pe_info(pe).kind, "median_ms": round(1000 * median, 3),
             "wall_median_ms": round(1000 * statistics.median(t[0] for t in steps), 3),
             "q1_ms": round(1000 * quartiles[0], 3), "q3_ms": round(1000 * quartiles[2], 3),
-            "ratio_to_learnable": round(ratio, 4), "target_ratio": goal,
+            "ratio_to_learnable": round(ratio, 4), "flops": flops[pe],
+            "flop_ratio_to_learnable": round(flops[pe] / flops[BASELINE], 4), "target_ratio": goal,
             "meets_target": None if goal is None else ratio <= goal,
         })  # fmt: skip
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'pe':<20}{'kind':<16}{'median ms':>10}{'IQR ms':>22}{'ratio':>8}{'target':>8}  met"]
+    lines = [
+        f"{'pe':<20}{'kind':<16}{'median ms':>10}{'IQR ms':>22}{'ratio':>8}{'flops':>8}"
+        f"{'target':>8}  met"
+    ]
     for r in rows:
         goal = f"{r['target_ratio']:.2f}" if r["target_ratio"] else "-"
         met = {True: "yes", False: "NO", None: "-"}[r["meets_target"]]
         spread = f"{r['q1_ms']:.2f}-{r['q3_ms']:.2f}"
         lines.append(
             f"{r['pe']:<20}{r['kind']:<16}{r['median_ms']:>10.2f}{spread:>22}"
-            f"{r['ratio_to_learnable']:>8.3f}{goal:>8}  {met}"
+            f"{r['ratio_to_learnable']:>8.3f}{r['flop_ratio_to_learnable']:>8.3f}{goal:>8}  {met}"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="tiny-cpu")
+    parser.add_argument(
+        "--pe", action="append", choices=sorted(PE_REGISTRY),
+        help=f"a PE to time (repeatable; `{BASELINE}` is always timed); default: every PE",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds (at most 200)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per PE (<= 20)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU")
     args = parser.parse_args()
     repeats, warmup = max(2, min(args.repeats, 200)), max(0, min(args.warmup, 20))
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is visible")
+    setting = SETTINGS[args.setting]
+    if setting.device == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--setting {args.setting}: no CUDA device is visible")
     torch.set_num_threads(args.threads)
-    setting, device = SETTINGS[args.device], torch.device(args.device)
+    device = torch.device(setting.device)
+    pes = [pe for pe in PE_REGISTRY if pe == BASELINE or pe in (args.pe or PE_REGISTRY)]
 
     load_before = os.getloadavg()
     started = time.perf_counter()
-    times = measure(setting, device, repeats, warmup)
-    clock = 1 if args.device == "cpu" else 0
-    rows = summarise(times, clock)
+    times, flops = measure(setting, device, pes, repeats, warmup)
+    clock = 1 if setting.device == "cpu" else 0
+    rows = summarise(times, flops, clock)
     result = {
-        "benchmark": "pe_step", "device": args.device, "model": f"vit {setting.size}",
+        "benchmark": "pe_step", "setting": args.setting, "device": setting.device,
+        "model": f"vit {setting.size}",
         "img_size": setting.img_size, "patch_size": setting.patch_size, "batch": setting.batch,
         "precision": "bf16" if setting.bf16 else "fp32", "threads": torch.get_num_threads(),
         "clock": "process CPU time" if clock else "wall time",
@@ -185,12 +217,12 @@ def main() -> None:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "cpu_count": os.cpu_count(), "baseline": BASELINE, "pes": rows,
-        "gpu": torch.cuda.get_device_name(device) if args.device == "cuda" else None,
+        "gpu": torch.cuda.get_device_name(device) if setting.device == "cuda" else None,
         "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.machine(),
     }  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"pe_step_{args.device}.json"
+    path = RESULTS / f"pe_step_{args.setting}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(table(rows))
     print(f"load average before {result['load_average_before']}, after "
