@@ -532,9 +532,10 @@ def _insert_points(
     rows this statement wrote, which are the only ones a summary may count.
 
     Each chunk is one multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING key, step,
-    sent through the driver. SQLAlchemy would run each row's kind and time through the
-    column types' converters; here they are converted once per batch with those same
-    converters, so the stored text is the one the models write and read.
+    run on the driver's cursor (no SQLAlchemy row objects). SQLAlchemy would run each
+    row's kind and time through the column types' converters; here they are converted once
+    per batch with those same converters, so the stored text is the one the models write
+    and read.
 
     NOTE: `recorded_at` is when the service stored the batch, the same for all its points.
     A reported point carries no time of its own (MetricPointIn is key, step, value), and
@@ -547,15 +548,19 @@ def _insert_points(
     kinds = {kind: _to_db(dialect, table.c.kind, kind) for kind in ValueKind}
     now = _to_db(dialect, table.c.recorded_at, utcnow())
     written: set[tuple[str, int]] = set()
-    for start in range(0, len(rows), _POINTS_PER_STATEMENT):
-        chunk = rows[start : start + _POINTS_PER_STATEMENT]
-        parameters = [
-            part
-            for key, step, value, kind in chunk
-            for part in (run_id, attempt, key, step, value, kinds[kind], now)
-        ]
-        result = connection.exec_driver_sql(_point_insert(dialect, len(chunk)), tuple(parameters))
-        written.update(result.tuples())
+    cursor = connection.connection.cursor()
+    try:
+        for start in range(0, len(rows), _POINTS_PER_STATEMENT):
+            chunk = rows[start : start + _POINTS_PER_STATEMENT]
+            parameters = [
+                part
+                for key, step, value, kind in chunk
+                for part in (run_id, attempt, key, step, value, kinds[kind], now)
+            ]
+            cursor.execute(_point_insert(dialect, len(chunk)), parameters)
+            written.update(cursor.fetchall())  # (key, step) tuples, straight from the driver
+    finally:
+        cursor.close()
     if len(written) == len(rows):
         return list(rows)
     return [row for row in rows if (row[0], row[1]) in written]

@@ -3,11 +3,13 @@ points written through the driver exactly, and the comparison's plain reads."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from loope.spec import ExperimentSpec
 from service.db import MetricPoint, Run, RunStatus, ValueKind, make_engine, make_sessionmaker
@@ -75,3 +77,29 @@ def test_comparison_rows_read_values_by_key_and_sweep(store: Store) -> None:
     runs, _, values = store.comparison_rows(sweep_id, ["test/", "train/"])
     assert [run[0] for run in runs] == swept
     assert set(values) == {"test/acc", "train/loss"} and set(values["train/loss"]) == set(swept)
+
+
+def test_concurrent_ingests_of_the_same_points_store_and_count_each_once(store: Store) -> None:
+    """Writers racing with one batch: every point is stored once and counted once.
+
+    On PostgreSQL two transactions can both find the points missing before either commits;
+    only the rows a transaction actually wrote may be folded into the summaries.
+    """
+    [run_id] = new_runs(store, [0])
+    points = [PointIn(f"m{k}", step, float(step)) for k in range(4) for step in range(500)]
+    writers = 6
+    start = threading.Barrier(writers)
+
+    def write(_: int) -> int:
+        start.wait(timeout=30)
+        return store.ingest(run_id, 1, points)
+
+    with concurrent.futures.ThreadPoolExecutor(writers) as pool:
+        stored = list(pool.map(write, range(writers), timeout=120))
+    assert sum(stored) == len(points), f"new points reported by the writers: {stored}"
+    with store.sessions() as session:
+        rows = session.scalar(select(func.count()).select_from(MetricPoint))
+    assert rows == len(points)
+    summaries = store.summaries([run_id])[run_id]
+    assert {key: s.count for key, s in summaries.items()} == {f"m{k}": 500 for k in range(4)}
+    assert all((s.last, s.last_step, s.best) == (499.0, 499, 499.0) for s in summaries.values())
