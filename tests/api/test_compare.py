@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 from sqlalchemy import update
 
+from service.compare import paired_p_value
 from service.db import Run, RunStatus
 
 BASE = {"pe": {"name": "none"}, "dataset": {"name": "three-cell", "preset": "quick"}}
@@ -145,3 +146,12 @@ def test_nan_metric_is_reported_not_bare(server, api: httpx.Client) -> None:  # 
     assert "NaN" not in response.text
     [group] = response.json()["groups"]
     assert group["metrics"]["acc"]["mean"] == "nan" and math.isnan(float("nan"))
+
+
+@pytest.mark.parametrize("pairs", [2, 3, 17, 2000])
+def test_paired_p_value_is_scipys_to_the_last_bit(pairs: int) -> None:
+    """The comparison's own paired t-test gives exactly scipy's ttest_rel p-value."""
+    rng = np.random.default_rng(pairs)
+    pe, baseline = rng.normal(60, 3, pairs), rng.normal(59, 3, pairs)
+    expected = float(stats.ttest_rel(pe, baseline).pvalue)
+    assert paired_p_value(pe - baseline) == expected
