@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -79,6 +81,31 @@ def print_comparison(server: Server, sweep_id: int | None) -> None:
         )
 
 
+class StopSignal(BaseException):
+    """The demo was asked to stop by a signal (terminal closed, `kill`, `timeout`).
+
+    Like KeyboardInterrupt it is no error of the demo, so it derives from BaseException.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+def _stop_on_termination() -> None:
+    """Turn SIGTERM and SIGHUP into `StopSignal`, so the service the demo started is stopped too.
+
+    Their default action ends the process at once, leaving the server and its Ray behind.
+    """
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise StopSignal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+
+
 @app.command()
 def demo(
     sweep_file: Annotated[Path, typer.Option(help="The sweep to run.")] = EXAMPLES
@@ -106,11 +133,15 @@ def demo(
     started = time.monotonic()
     console.print(f"starting the service on {server.url} (data in {data_dir})")
     process = start_server(data_dir, port, num_cpus, data_dir / "server.log")
+    _stop_on_termination()
     try:
         ended = _run_sweep(server, process, sweep_file, timeout_s)
     except ServerError as error:
         console.print(f"[red]error:[/red] {error} (server log: {data_dir / 'server.log'})")
         raise typer.Exit(code=1) from None
+    except StopSignal as stop:
+        console.print(f"stopped by {stop.name}; stopping the service (data kept in {data_dir})")
+        raise typer.Exit(code=128 + stop.signum) from None
     finally:
         process.terminate()
         process.wait(timeout=60)
