@@ -1,0 +1,161 @@
+"""The supervisor of `loope serve`, on small Python children instead of the server.
+
+Each child is a `python -c` script that counts its starts in a file and then exits, kills
+itself or sleeps; the policies are shortened to tenths of a second. The real server under
+the supervisor (kill -9 of the child, of the supervisor, a Ray restart) is tested in
+tests/reliability/test_cluster_faults.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from loope.cli.supervise import RestartPolicy, Supervisor, exit_reason
+
+FAST = RestartPolicy(
+    first_delay_s=0.1, max_delay_s=0.4, healthy_after_s=1.0, max_failures=5, failure_window_s=60
+)
+
+
+def child(starts: Path, body: str) -> list[str]:
+    """A child that appends its pid to `starts`, then runs `body` with `n` = its start number."""
+    script = (
+        "import os, signal, sys, time\n"
+        f"path = {str(starts)!r}\n"
+        "with open(path, 'a') as f: f.write(f'{os.getpid()}\\n')\n"
+        "n = len(open(path).read().split())\n" + body
+    )
+    return [sys.executable, "-c", script]
+
+
+def started_pids(starts: Path) -> list[int]:
+    return [int(pid) for pid in starts.read_text().split()] if starts.exists() else []
+
+
+def logged_delays(caplog: pytest.LogCaptureFixture) -> list[float]:
+    return [float(d) for d in re.findall(r"restarting it in ([\d.]+) s", caplog.text)]
+
+
+def test_exit_reasons_name_the_code_or_the_signal() -> None:
+    assert exit_reason(3) == "exit code 3"
+    assert exit_reason(-signal.SIGKILL) == "killed by SIGKILL"
+
+
+def test_a_child_that_dies_is_restarted_with_the_reason_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    starts = tmp_path / "starts"
+    body = "if n == 1: sys.exit(3)\nif n == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
+    with caplog.at_level(logging.INFO, logger="loope.cli.supervise"):
+        code = Supervisor(child(starts, body), FAST).run()
+    assert code == 0 and len(started_pids(starts)) == 3
+    assert "the server died (exit code 3); restarting it in 0.1 s" in caplog.text
+    assert "the server died (killed by SIGKILL); restarting it in 0.2 s" in caplog.text
+    assert "exited by itself with code 0; not restarting it" in caplog.text
+
+
+def test_it_gives_up_after_too_many_quick_failures_with_a_doubling_back_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    starts = tmp_path / "starts"
+    with caplog.at_level(logging.INFO, logger="loope.cli.supervise"):
+        code = Supervisor(child(starts, "sys.exit(2)\n"), FAST).run()
+    assert code == 1 and len(started_pids(starts)) == FAST.max_failures
+    assert logged_delays(caplog) == [0.1, 0.2, 0.4, 0.4]
+    assert "the server died (exit code 2), 5 times within 60 s; giving up" in caplog.text
+
+
+def test_the_back_off_starts_over_after_a_healthy_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    starts = tmp_path / "starts"
+    body = "if n == 3: time.sleep(1.2)\nsys.exit(0 if n == 4 else 1)\n"
+    with caplog.at_level(logging.INFO, logger="loope.cli.supervise"):
+        code = Supervisor(child(starts, body), FAST).run()
+    assert code == 0 and len(started_pids(starts)) == 4
+    assert logged_delays(caplog) == [0.1, 0.2, 0.1]
+
+
+def test_a_stop_passes_sigterm_to_the_child_and_does_not_restart_it(tmp_path: Path) -> None:
+    starts = tmp_path / "starts"
+    supervisor = Supervisor(child(starts, "time.sleep(60)\n"), FAST)
+    stopper = threading.Thread(target=_stop_once_started, args=(supervisor, starts))
+    stopper.start()
+    began = time.monotonic()
+    assert supervisor.run() == 0
+    stopper.join()
+    assert time.monotonic() - began < 20
+    assert supervisor.child is not None and supervisor.child.returncode == -signal.SIGTERM
+    assert len(started_pids(starts)) == 1
+
+
+def _stop_once_started(supervisor: Supervisor, starts: Path) -> None:
+    deadline = time.monotonic() + 20
+    while not started_pids(starts) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    supervisor.request_stop(signal.SIGTERM)
+
+
+def _supervisor_process(starts: Path, body: str) -> subprocess.Popen:
+    """`supervise()` (signal handlers and all) in a process of its own."""
+    script = (
+        "import sys\nfrom loope.cli.supervise import supervise\n"
+        f"sys.exit(supervise({child(starts, body)!r}))\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+
+
+def _wait_started(starts: Path, supervisor: subprocess.Popen) -> int:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert supervisor.poll() is None, supervisor.stderr.read() if supervisor.stderr else ""
+        if pids := started_pids(starts):
+            return pids[0]
+        time.sleep(0.05)
+    raise AssertionError("the child did not start")
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _wait_gone(pid: int, timeout_s: float = 10) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_kill_9_of_the_supervisor_takes_its_child_with_it(tmp_path: Path) -> None:
+    starts = tmp_path / "starts"
+    supervisor = _supervisor_process(starts, "time.sleep(120)\n")
+    pid = _wait_started(starts, supervisor)
+    supervisor.kill()
+    supervisor.wait(timeout=10)
+    assert _wait_gone(pid), f"child {pid} outlived its supervisor"
+
+
+def test_sigterm_to_the_supervisor_stops_the_child_and_exits_0(tmp_path: Path) -> None:
+    starts = tmp_path / "starts"
+    supervisor = _supervisor_process(starts, "time.sleep(120)\n")
+    pid = _wait_started(starts, supervisor)
+    supervisor.send_signal(signal.SIGTERM)
+    _, stderr = supervisor.communicate(timeout=30)
+    assert supervisor.returncode == 0, stderr
+    assert "stopped by SIGTERM" in stderr and "restarting" not in stderr
+    assert _wait_gone(pid)
