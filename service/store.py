@@ -95,19 +95,21 @@ class Store:
         policy: ResubmitPolicy = "reuse",
         sweep: dict[str, Any] | None = None,
         visibility: Visibility = "team",
+        reader: Principal | None = None,
     ) -> Submitted:
         """Create runs for the (spec, seed) cells, all in one transaction.
 
         `reuse` returns the existing run of a cell that is queued, running or succeeded and
         creates one otherwise; `skip` leaves every existing cell alone; `force-new` always
-        creates a run. Rows are written in bulk, so a sweep of thousands is one round trip
-        per table.
+        creates a run. With a `reader` (the submitter), only runs it may read count as
+        existing, so another user's private run is neither revealed nor reused. Rows are
+        written in bulk, so a sweep of thousands is one round trip per table.
         """
         with self.sessions.begin() as session:
             sweep_id = self._add_sweep(session, sweep, owner)
             specs = self._upsert_specs(session, requests, owner)
             hashes = [r.spec.spec_hash() for r in requests]
-            existing = self._existing_runs(session, list(set(specs.values())))
+            existing = self._existing_runs(session, list(set(specs.values())), reader)
             created_rows, reused, skipped = [], [], []
             for request, spec_hash in zip(requests, hashes, strict=True):
                 spec_id = specs[spec_hash]
@@ -152,14 +154,13 @@ class Store:
         return ids
 
     def _existing_runs(
-        self, session: Session, spec_ids: list[int]
+        self, session: Session, spec_ids: list[int], reader: Principal | None
     ) -> dict[tuple[int, int], tuple[int, RunStatus]]:
-        """The latest run of each (spec, seed) cell: its id and status."""
-        rows = session.execute(
-            select(Run.spec_id, Run.seed, Run.id, Run.status)
-            .where(Run.spec_id.in_(spec_ids))
-            .order_by(Run.id)
-        )
+        """The latest run of each (spec, seed) cell that `reader` may read: its id and status."""
+        query = select(Run.spec_id, Run.seed, Run.id, Run.status).where(Run.spec_id.in_(spec_ids))
+        if reader is not None and not reader.reads_every_run:
+            query = query.where(or_(Run.visibility != "private", Run.user_id == reader.user_id))
+        rows = session.execute(query.order_by(Run.id))
         return {(spec_id, seed): (run_id, status) for spec_id, seed, run_id, status in rows}
 
     def retry(self, run_id: int) -> bool:

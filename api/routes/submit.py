@@ -21,7 +21,7 @@ def submit_spec(body: SubmitSpec, request: Request, store: StoreDep, user: UserD
     requests = [RunRequest(spec, body.spec, seed) for seed in body.seeds]
     done = store.submit(
         requests, priority=body.priority, policy=body.policy, owner=user.name,
-        user_id=user.user_id, visibility=body.visibility,
+        user_id=user.user_id, visibility=body.visibility, reader=user,
     )  # fmt: skip
     _wake(request)
     return Submission(**vars(done), policy=body.policy)
@@ -39,7 +39,7 @@ def submit_sweep(body: SubmitSweep, request: Request, store: StoreDep, user: Use
     sweep = {"name": body.name, "axes": body.axes, "seeds": body.seeds}
     done = store.submit(
         requests, priority=body.priority, policy=body.policy, sweep=sweep, owner=user.name,
-        user_id=user.user_id, visibility=body.visibility,
+        user_id=user.user_id, visibility=body.visibility, reader=user,
     )  # fmt: skip
     _wake(request)
     return Submission(**vars(done), policy=body.policy)

@@ -235,6 +235,14 @@ def test_private_runs_are_read_only_by_their_owner_and_admins(
         assert as_ada.get(f"/runs/{shared}").json()["visibility"] == "team"
         assert as_boss.post(f"/runs/{swept['created'][0]}/cancel").json()["status"] == "CANCELLED"
 
+        # Resubmitting the same cell: Ada reuses her run; Bob gets one of his own, never
+        # Ada's private id.
+        assert as_ada.post("/specs", json=private).json()["reused"] == [secret]
+        again = as_bob.post("/specs", json={"spec": PRIVATE_SPEC}).json()
+        assert again["reused"] == [] and again["created"] and secret not in again["created"]
+        skipped = as_bob.post("/specs", json={"spec": PRIVATE_SPEC, "policy": "skip"}).json()
+        assert skipped["skipped"] == again["created"]
+
 
 @pytest.mark.timeout(120)
 def test_with_auth_off_visibility_is_recorded_and_every_run_is_readable(
