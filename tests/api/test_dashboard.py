@@ -357,7 +357,13 @@ def test_sweep_matrix_shows_cell_states_and_fills_missing_seeds(served: Served, 
 
     before = {r["id"] for r in served.api.get("/runs").json()["runs"]}
     page.tab.click("#fill-missing")
-    page.tab.wait_for_function("document.querySelectorAll('#matrix .seed.MISSING').length === 0")
+    # The matrix is redrawn: wait for it to be back, with nothing missing (an empty page
+    # during the redraw has no missing cell either).
+    page.tab.wait_for_function(
+        "document.querySelectorAll('#matrix .seed').length > 0"
+        " && document.querySelectorAll('#matrix .seed.MISSING').length === 0"
+    )
+    assert len(page.tab.query_selector_all("#matrix .seed")) == 12, "2 PEs x 6 seeds"
     after = served.api.get("/runs").json()["runs"]
     added = sorted((r["pe"], r["seed"], r["status"]) for r in after if r["id"] not in before)
     assert added == [("loope", 7, "QUEUED"), ("none", 5, "QUEUED"), ("none", 9, "QUEUED")]
