@@ -46,14 +46,21 @@ HEADLINES = [
     ("kill -9 of a worker mid-epoch", "test_kill_9_of_the_worker_mid_run"),
     # The dispatcher runs inside the API server's process: killing one kills both.
     (
-        "kill -9 of the API server + dispatcher, its own local Ray, 1 run",
+        "kill -9 of `loope serve` (supervisor + server), its own local Ray, 1 run",
         "test_killing_and_restarting_the_service",
     ),
     (
-        "kill -9 of the dispatcher + API server, a `ray start` head, 2 runs",
+        "kill -9 of the dispatcher + API server, restarted by `loope serve`, 2 runs",
         "test_kill_9_of_the_dispatcher_with_runs",
     ),
-    ("Ray head killed and restarted, 2 runs", "test_a_ray_restart_with_runs_running"),
+    (
+        "Ray head killed and restarted, server restarted by `loope serve`, 2 runs",
+        "test_a_ray_restart_with_runs_running",
+    ),
+    (
+        "kill -9 of the server restarts it; kill -9 of `loope serve` ends it",
+        "test_the_supervisor_restarts_a_killed_server",
+    ),
     ("32 concurrent writers on SQLite", "test_32_concurrent_writers"),
     ("API unreachable for 30 s", "test_a_worker_keeps_its_points_while_the_api_is_away"),
     ("two dispatchers never start one run", "test_two_dispatchers_never_claim_the_same_run"),

@@ -122,11 +122,24 @@ def serve(
     ] = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray.")] = None,
     num_gpus: Annotated[int | None, typer.Option(help="GPUs of the local Ray.")] = None,
+    no_supervise: Annotated[
+        bool,
+        typer.Option(
+            "--no-supervise",
+            help="Run the server in this process instead of a child that is restarted when it"
+            " dies, for an orchestrator that restarts it (docker-compose).",
+        ),
+    ] = False,
 ) -> None:
     """Start the API, the dispatcher and (unless RAY_ADDRESS is set) a local Ray.
 
     Every LOOPE_* setting of service/settings.py (LOOPE_DATABASE_URL, LOOPE_ARTIFACT_ROOT,
     LOOPE_API_URL, ...) is read from the environment; the options here override them.
+
+    The server runs in a child process that is started again when it dies unexpectedly
+    (Ray ends the dispatcher's driver when its Ray head restarts), after a back-off of 1 s
+    doubling to 30 s; after 5 failures within 2 minutes `loope serve` gives up with exit
+    code 1. SIGTERM or Ctrl-C stops the server and exits 0.
 
     Examples:
 
@@ -134,6 +147,10 @@ def serve(
 
       LOOPE_DATABASE_URL=postgresql+psycopg://db/loope RAY_ADDRESS=auto loope serve --host 0.0.0.0
     """
+    if not no_supervise:
+        from loope.cli.supervise import supervise as run_supervised
+
+        raise typer.Exit(run_supervised(_server_command(host, port, data_dir, num_cpus, num_gpus)))
     import os
 
     import uvicorn
@@ -147,6 +164,19 @@ def serve(
     overrides = {key: value for key, value in given.items() if value is not None}
     settings = Settings(host=host, port=port, **overrides)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def _server_command(
+    host: str, port: int, data_dir: Path | None, num_cpus: int | None, num_gpus: int | None
+) -> list[str]:
+    """`loope serve --no-supervise` with the given options, for the supervisor's child."""
+    command = [sys.executable, "-m", "loope", "serve", "--no-supervise"]
+    command += ["--host", host, "--port", str(port)]
+    given = {"--data-dir": data_dir, "--num-cpus": num_cpus, "--num-gpus": num_gpus}
+    for option, value in given.items():
+        if value is not None:
+            command += [option, str(value)]
+    return command
 
 
 def _seed_list(seeds: str | None) -> list[int] | None:

@@ -6,12 +6,12 @@ once, and strike once both have a checkpoint. Each must end with every run SUCCE
 resuming from its checkpoint, every epoch's points stored once per attempt with no attempt
 repeating an epoch the run had already checkpointed, and no run left RUNNING.
 
-The dispatcher lives in the `loope serve` process, so `kill -9` of the dispatcher takes the
-API with it; with a cluster of its own (not a Ray the process started and took down with
-it), the runs' workers outlive their owner until Ray or the restarted service stops them.
-A Ray driver cannot outlive a restart of its cluster: Ray aborts it when it meets the new
-cluster (`WrongClusterID`), and a supervisor (`restart: unless-stopped` in
-docker-compose.yml) starts the service again; here the test is that supervisor.
+The dispatcher lives in the server process that `loope serve` supervises, so `kill -9` of
+the dispatcher takes the API with it; with a cluster of its own (not a Ray the process
+started and took down with it), the runs' workers outlive their owner until Ray or the
+restarted service stops them. A Ray driver cannot outlive a restart of its cluster: Ray
+aborts it when it meets the new cluster (`WrongClusterID`). In both faults nobody restarts
+the service by hand: `loope serve`'s supervisor starts its server process again.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ TINY = {
     "train": {"epochs": EPOCHS, "batch_size": 32},
 }
 SEEDS = [11, 12]
+# How a lost attempt may end: the dispatcher reads Ray's node-death error, which says the
+# node "was preempted" among its possible causes, as a preemption; both are requeued.
+INFRA_LOSS = ("infra_lost", "preempted")
 # `ray start` turns token authentication on when a token file exists (~/.ray/auth_token),
 # and the service's driver would then need that token; this cluster is the test's alone.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
@@ -88,6 +91,29 @@ class RayHead:
         self.process = None
 
 
+def _children(pid: int) -> list[int]:
+    """The live (not zombie) processes whose parent is `pid`, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(parent) == pid and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _descendants(pid: int) -> list[int]:
     """Every process under `pid`, read from /proc (children before their own children)."""
     children: dict[int, list[int]] = {}
@@ -128,10 +154,25 @@ class Service:
             )
         _wait_healthy(self.client, self.process, log)
 
-    def kill(self) -> None:
+    def server_pid(self) -> int | None:
+        """The server process (API + dispatcher) that the supervisor runs now, if any."""
         assert self.process is not None
-        self.process.kill()
-        self.process.wait(timeout=60)
+        return next(iter(_children(self.process.pid)), None)
+
+    def wait_server_replaced(self, old_pid: int, timeout_s: float) -> int:
+        """Wait until the supervisor runs a server other than `old_pid` and it is healthy."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, self.log_tail()
+            pid = self.server_pid()
+            if pid is not None and pid != old_pid:
+                _wait_healthy(self.client, self.process, self.data_dir / "server.log")
+                return pid
+            time.sleep(0.3)
+        raise AssertionError(f"server {old_pid} was not replaced in {timeout_s} s")
+
+    def log_tail(self) -> str:
+        return (self.data_dir / "server.log").read_text()[-3000:]
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -189,7 +230,7 @@ def _assert_every_run_resumed_once_per_epoch(service: Service, run_ids: list[int
     for run_id in run_ids:
         run = _wait_final(service.client, run_id)
         assert run["status"] == "SUCCEEDED", run["failure_reason"]
-        assert run["attempt"] >= 2 and run["attempts"][0]["exit_reason"].startswith("infra_lost")
+        assert run["attempt"] >= 2 and run["attempts"][0]["exit_reason"].startswith(INFRA_LOSS)
         resumed = run["attempts"][-1]["resumed_from_epoch"]
         assert resumed is not None and resumed >= 1, run["attempts"]
         epochs = service.client.get(f"/runs/{run_id}/metrics/epoch").json()
@@ -220,15 +261,18 @@ def test_kill_9_of_the_dispatcher_with_runs_running_resumes_every_run(
 ) -> None:
     _, service = cluster
     run_ids = _start_runs(service)
-    service.kill()
-    service.start()
+    server = service.server_pid()
+    assert server is not None
+    os.kill(server, signal.SIGKILL)
+    service.wait_server_replaced(server, timeout_s=120)
     _assert_every_run_resumed_once_per_epoch(service, run_ids)
     for run_id in run_ids:
         first = service.client.get(f"/runs/{run_id}").json()["attempts"][0]
         assert "service restarted" in first["exit_reason"]
+    assert "the server died (killed by SIGKILL); restarting it" in service.log_tail()
 
 
-SUPERVISOR_PATIENCE_S = 90
+SUPERVISOR_PATIENCE_S = 150
 
 
 @pytest.mark.timeout(300)
@@ -237,13 +281,29 @@ def test_a_ray_restart_with_runs_running_resumes_every_run(
 ) -> None:
     head, service = cluster
     run_ids = _start_runs(service)
+    server = service.server_pid()
+    assert server is not None
     head.kill()
     head.start()
-    assert service.process is not None
-    try:
-        service.process.wait(timeout=SUPERVISOR_PATIENCE_S)
-    except subprocess.TimeoutExpired:
-        pass  # the service kept running: it must recover the runs by itself
-    else:
-        service.start()  # as the deployment's supervisor would
+    service.wait_server_replaced(server, timeout_s=SUPERVISOR_PATIENCE_S)
     _assert_every_run_resumed_once_per_epoch(service, run_ids)
+    assert "the server died (" in service.log_tail()
+
+
+@pytest.mark.timeout(180)
+def test_the_supervisor_restarts_a_killed_server_and_takes_it_down_when_killed(
+    cluster: tuple[RayHead, Service],
+) -> None:
+    _, service = cluster
+    first = service.server_pid()
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    second = service.wait_server_replaced(first, timeout_s=120)
+    assert service.client.get("/health").status_code == 200
+    assert service.process is not None
+    service.process.kill()
+    service.process.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _alive(second) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(second), f"server {second} outlived its supervisor"
