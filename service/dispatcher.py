@@ -401,9 +401,21 @@ def _classify_exit(flight: InFlight) -> tuple[FailureKind | None, str]:
             -4000:
         ]
     except Exception as error:  # the worker process or its node died
-        kind = FailureKind.PREEMPTED if "preempt" in str(error).lower() else FailureKind.INFRA_LOST
+        kind = lost_worker_kind(str(error))
         return kind, f"{kind.value}: the worker was lost: {error}"[-4000:]
     return FailureKind.INFRA_LOST, "infra_lost: the worker ended without reporting an outcome"
+
+
+PREEMPTION_MARKERS = ("due to node preemption", "died by preemption", "drain_preempted")
+"""What Ray writes when a node was drained for preemption. Its message for any dead node
+also says the node may have been preempted, so the bare word proves nothing."""
+
+
+def lost_worker_kind(message: str) -> FailureKind:
+    """PREEMPTED when Ray says the node was preempted, else INFRA_LOST."""
+    text = message.lower()
+    preempted = any(marker in text for marker in PREEMPTION_MARKERS)
+    return FailureKind.PREEMPTED if preempted else FailureKind.INFRA_LOST
 
 
 def _describe(need: ResourceSpec) -> str:
