@@ -205,13 +205,15 @@ def submit_file(
     axes: dict[str, list[Any]] | None = None,
     policy: str | None = None,
     priority: int | None = None,
+    visibility: str | None = None,
 ) -> dict[str, Any]:
     """Submit a spec file (one spec) or a sweep file (a `base` and `axes`).
 
     `axes` turn a spec file into a sweep, or replace axes of a sweep file.
     """
     body = load_spec_file(path)
-    extra = {k: v for k, v in {"policy": policy, "priority": priority}.items() if v is not None}
+    given = {"policy": policy, "priority": priority, "visibility": visibility}
+    extra = {k: v for k, v in given.items() if v is not None}
     if "base" in body or axes:
         sweep = body if "base" in body else {"base": body, "name": body.get("name")}
         sweep = {**sweep, "axes": {**sweep.get("axes", {}), **(axes or {})}, **extra}
@@ -239,6 +241,16 @@ PolicyOption = Annotated[
 PriorityOption = Annotated[
     int | None, typer.Option(help="Higher runs first (-1000..1000; default 0).")
 ]
+PrivateOption = Annotated[
+    bool,
+    typer.Option(
+        "--private", help="Only you and admins may read the runs (default: the whole team)."
+    ),
+]
+
+
+def _visibility(private: bool) -> str | None:
+    return "private" if private else None
 
 
 @app.command()
@@ -249,6 +261,7 @@ def submit(
     seeds: SeedsOption = None,
     policy: PolicyOption = None,
     priority: PriorityOption = None,
+    private: PrivateOption = False,
 ) -> None:
     """Submit a spec file (one experiment × seeds) or a sweep file.
 
@@ -257,11 +270,14 @@ def submit(
       loope submit examples/three_cell_quick_one.yaml --seeds 0,1,2
 
       loope submit examples/three_cell_quick.yaml --policy force-new
+
+      loope submit examples/three_cell_quick_one.yaml --private
     """
     try:
         done = submit_file(
-            url, file, _seed_list(seeds), token=token, policy=policy, priority=priority
-        )
+            url, file, _seed_list(seeds), token=token, policy=policy, priority=priority,
+            visibility=_visibility(private),
+        )  # fmt: skip
     except (ServerError, ValueError) as error:
         raise fail(str(error)) from None
     _print_submission(done)
@@ -279,6 +295,7 @@ def sweep(
     seeds: SeedsOption = None,
     policy: PolicyOption = None,
     priority: PriorityOption = None,
+    private: PrivateOption = False,
     watch_runs: Annotated[
         bool, typer.Option("--watch", help="Follow the runs until they end.")
     ] = False,
@@ -294,8 +311,9 @@ def sweep(
     axes = dict(_axis(text) for text in axis or [])
     try:
         done = submit_file(
-            url, file, _seed_list(seeds), token=token, axes=axes, policy=policy, priority=priority
-        )
+            url, file, _seed_list(seeds), token=token, axes=axes, policy=policy,
+            priority=priority, visibility=_visibility(private),
+        )  # fmt: skip
     except (ServerError, ValueError) as error:
         raise fail(str(error)) from None
     _print_submission(done)

@@ -257,3 +257,20 @@ def test_retry_puts_an_ended_run_back_in_the_queue(served: Served, tmp_path: Pat
     play_worker(served, 1, 1, outcome="diverged")
     code, out = invoke("retry", "1", "--url", served.url)
     assert code == 0 and "run 1: QUEUED" in out, out
+
+
+def test_private_submissions_are_recorded_private(served: Served, tmp_path: Path) -> None:
+    path = write(tmp_path, "one.yaml", SPEC)
+    assert invoke("submit", str(path), "--url", served.url, "--private")[0] == 0
+    code, out = invoke(
+        "sweep", str(path), "--axis", "pe.name=none,loope", "--private", "--url", served.url
+    )
+    assert code == 0 and "created 1 runs, reused 1" in out, out  # none × 0 exists already
+    assert invoke("submit", str(path), "--url", served.url, "--seeds", "9")[0] == 0
+    runs = served.api.get("/runs", params={"limit": 100}).json()["runs"]
+    visibility = {(r["pe"], r["seed"], r["sweep_id"] is None): r["visibility"] for r in runs}
+    assert visibility == {
+        ("none", 0, True): "private",
+        ("loope", 0, False): "private",
+        ("none", 9, True): "team",
+    }
