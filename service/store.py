@@ -240,11 +240,12 @@ class Store:
             return {status.value: count for status, count in rows}
 
     def find_run(self, run_id: int) -> RunRef | None:
-        """The run's id, owner and visibility, or None: for routes that only need those."""
+        """The run's id, owner, visibility, status and latest attempt, or None: for routes
+        that only need those."""
         with self.sessions() as session:
-            query = select(Run.user_id, Run.visibility).where(Run.id == run_id)
-            row = session.execute(query).first()
-        return None if row is None else RunRef(run_id, row[0], row[1])
+            columns = (Run.user_id, Run.visibility, Run.status, Run.attempt)
+            row = session.execute(select(*columns).where(Run.id == run_id)).first()
+        return None if row is None else RunRef(run_id, *row)
 
     def comparison_rows(
         self, sweep_id: int | None, prefixes: Sequence[str], reader: Principal | None = None
@@ -430,6 +431,8 @@ class RunRef(NamedTuple):
     id: int
     user_id: int | None
     visibility: str
+    status: RunStatus
+    attempt: int
 
 
 def _private_of_others(user_id: int | None) -> Executable:
