@@ -21,8 +21,9 @@ from api.schemas import (
     Series,
 )
 from service.auth import Principal
+from service.db import FINAL_STATUSES
 from service.metrics import from_json, to_json
-from service.store import Store
+from service.store import RunRef, Store
 
 router = APIRouter(tags=["metrics"])
 
@@ -95,9 +96,25 @@ def _store_batch(
         raise missing(run_id)
     if user.role != "service" and not user.may_change(run.user_id):
         raise HTTPException(403, f"user {user.name!r} may not report metrics of run {run_id}")
+    _check_reportable(run, attempt, user)
     # Plain (key, step, value) tuples: PointIn's shape without a constructor call per point.
     values = [(p["key"], p["step"], from_json(p["value"])) for p in points]
     return store.ingest(run_id, attempt, values)
+
+
+def _check_reportable(run: RunRef, attempt: int, user: Principal) -> None:
+    """409 for points that would rewrite history: an attempt the run never had (once it has
+    started), or a run that has ended, unless they come from its worker (whose last flush
+    may cross the run's end, e.g. a cancel)."""
+    if run.attempt >= 1 and attempt > run.attempt:
+        raise HTTPException(
+            409, f"run {run.id} has no attempt {attempt}: its latest attempt is {run.attempt}"
+        )
+    if run.status in FINAL_STATUSES and user.role != "service":
+        raise HTTPException(
+            409,
+            f"run {run.id} has ended ({run.status.value}); its metrics can no longer change",
+        )
 
 
 @router.get("/runs/{run_id}/metrics", response_model=list[str])

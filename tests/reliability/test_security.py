@@ -233,6 +233,23 @@ def test_private_runs_are_read_only_by_their_owner_and_admins(
             assert reader.get(f"/runs/{secret}/artifacts").json()[0]["kind"] == "plot"
             assert reader.get(f"/runs/{secret}/metrics").json() == ["test/average", "train/loss"]
         assert as_ada.get(f"/runs/{shared}").json()["visibility"] == "team"
+
+        # An ended run's results cannot be rewritten by its owner, nor by an admin, nor
+        # through an attempt it never had; its worker's late flush is still kept.
+        late = {"key": "test/average", "step": 2, "value": 99.9}
+        for caller, attempt in ((as_ada, 1), (as_boss, 1), (as_ada, 3), (worker, 7)):
+            answer = caller.post(
+                f"/runs/{shared}/metrics", json={"attempt": attempt, "points": [late]}
+            )
+            assert answer.status_code == 409, answer.text
+        assert (
+            "has ended (SUCCEEDED)"
+            in as_ada.post(f"/runs/{shared}/metrics", json={"attempt": 1, "points": [late]}).json()[
+                "detail"
+            ]
+        )
+        flushed = worker.post(f"/runs/{shared}/metrics", json={"attempt": 1, "points": [late]})
+        assert flushed.json()["stored"] == 1
         assert as_boss.post(f"/runs/{swept['created'][0]}/cancel").json()["status"] == "CANCELLED"
 
         # Resubmitting the same cell: Ada reuses her run; Bob gets one of his own, never
