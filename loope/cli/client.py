@@ -693,12 +693,27 @@ def comparison_table(
         cells = [mean_std(group["metrics"].get(name)) for name in columns]
         tests = [significance(_test_of(c, group["key"], headline)) for c in tested]
         table.add_row(*key, str(n), *cells, str(group["diverged"]), *tests)
-    baseline = next((g["baseline"] for g in groups if g.get("baseline")), None)
-    if baseline:
+    for label, baseline in majority_rows(groups, keys):
         rates = [f"{baseline[m]:.1f}" if _is_number(baseline.get(m)) else "" for m in columns]
         blanks = [""] * (len(keys) - 1)
-        table.add_row("majority rate", *blanks, "", *rates, "", *[""] * len(tested), style="dim")
+        table.add_row(label, *blanks, "", *rates, "", *[""] * len(tested), style="dim")
     return table
+
+
+def majority_rows(
+    groups: list[dict[str, Any]], keys: list[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """One "majority rate" row when every group was tested on the same test set; otherwise
+    one row per group, named after it, since the rates differ between test sets."""
+    tested = [g for g in groups if g.get("baseline")]
+    if not tested:
+        return []
+    if all(g["baseline"] == tested[0]["baseline"] for g in tested):
+        return [("majority rate", tested[0]["baseline"])]
+    return [
+        ("majority rate of " + " ".join(str(g["key"][k]) for k in keys), g["baseline"])
+        for g in tested
+    ]
 
 
 def _is_number(value: Any) -> bool:

@@ -116,8 +116,11 @@ function bars(root, groups, labels) {
     means: THREE_CELL.map((n) => toNumber(g.metrics[n]?.mean)),
     stds: THREE_CELL.map((n) => toNumber(g.metrics[n]?.std)),
   }));
+  // One majority line only when every group was tested on the same test set.
+  const rateSets = new Set(withCells.map(([g]) => JSON.stringify(THREE_CELL.map((n) => g.baseline?.[n]))));
   const rates = THREE_CELL.map((n) => toNumber(withCells.find(([g]) => n in g.baseline)?.[0].baseline[n]));
-  const reference = rates.some(Number.isFinite) ? { label: "majority rate", values: rates } : null;
+  const shared = rateSets.size === 1 && rates.some(Number.isFinite);
+  const reference = shared ? { label: "majority rate", values: rates } : null;
   const chart = barChart(canvas, THREE_CELL, series, reference);
   return () => chart.destroy();
 }
