@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.deps import current_user, worker_only
+from api.docs import install_offline_docs
 from api.idempotency import install_idempotency
 from api.limits import BodySizeLimit
 from api.routes import artifacts, attempts, compare, dashboard, metrics, runs, submit, users
@@ -57,7 +58,8 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
             app.state.dispatcher.stop()
         engine.dispose()
 
-    app = FastAPI(title="loope", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="loope", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_offline_docs(app)
     install_idempotency(app)  # inside the body limit: oversized bodies never reach it
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     signed_in = [Depends(current_user)]
