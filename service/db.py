@@ -105,6 +105,13 @@ class Sweep(Base):
 
 
 class Run(Base):
+    """One seed of one spec, trained (and retried) until it ends.
+
+    `sweep_id` is the sweep whose submission created the run, or None. A run belongs to
+    every sweep listed for it in `sweep_runs`, which also holds the sweeps that reused or
+    skipped it; "the runs of sweep N" always means that membership.
+    """
+
     __tablename__ = "runs"
     __table_args__ = (Index("ix_runs_queue", "status", "priority", "id"),)
 
@@ -131,6 +138,17 @@ class Run(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
+
+
+class SweepRun(Base):
+    """A run is a cell of a sweep: created, reused or skipped by that sweep's submission."""
+
+    __tablename__ = "sweep_runs"
+    # The primary key answers "runs of a sweep"; this index answers "sweeps of a run".
+    __table_args__ = (Index("ix_sweep_runs_run_id", "run_id"),)
+
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id"), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
 
 
 class Attempt(Base):

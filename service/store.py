@@ -38,6 +38,7 @@ from service.db import (
     RunStatus,
     Spec,
     Sweep,
+    SweepRun,
     ValueKind,
     Visibility,
     utcnow,
@@ -102,8 +103,9 @@ class Store:
         `reuse` returns the existing run of a cell that is queued, running or succeeded and
         creates one otherwise; `skip` leaves every existing cell alone; `force-new` always
         creates a run. With a `reader` (the submitter), only runs it may read count as
-        existing, so another user's private run is neither revealed nor reused. Rows are
-        written in bulk, so a sweep of thousands is one round trip per table.
+        existing, so another user's private run is neither revealed nor reused. A sweep's
+        runs are all its cells: created, reused and skipped alike. Rows are written in bulk,
+        so a sweep of thousands is one round trip per table.
         """
         with self.sessions.begin() as session:
             sweep_id = self._add_sweep(session, sweep, owner)
@@ -123,6 +125,8 @@ class Store:
                 row = _new_run(request, spec_id, sweep_id, priority, owner, user_id)
                 created_rows.append(row | {"visibility": visibility})
             created = _insert_returning_ids(session, Run, created_rows)
+            if sweep_id is not None:
+                _add_members(session, sweep_id, [*created, *reused, *skipped])
         if created:
             log.info(
                 "queued %d runs (%d reused, %d skipped)", len(created), len(reused), len(skipped)
@@ -202,8 +206,9 @@ class Store:
         limit: int = 100,
         reader: Principal | None = None,
     ) -> list[tuple[Run, Spec]]:
-        """Runs in id order after `after_id`, filtered by the given fields; with a `reader`,
-        only the runs that reader may read."""
+        """Runs in id order after `after_id`, filtered by the given fields (`sweep_id`: the
+        sweep's cells, whichever submission created them); with a `reader`, only the runs
+        that reader may read."""
         query = select(Run, Spec).join(Spec, Run.spec_id == Spec.id).where(Run.id > after_id)
         if reader is not None and not reader.reads_every_run:
             query = query.where(or_(Run.visibility != "private", Run.user_id == reader.user_id))
@@ -212,11 +217,14 @@ class Store:
             (Spec.pe, pe),
             (Spec.arch, arch),
             (Spec.dataset, dataset),
-            (Run.sweep_id, sweep_id),
             (Run.user_id, user_id),
         ):
             if value is not None:
                 query = query.where(column == value)
+        if sweep_id is not None:
+            query = query.join(SweepRun, SweepRun.run_id == Run.id).where(
+                SweepRun.sweep_id == sweep_id
+            )
         with self.sessions() as session:
             rows = session.execute(query.order_by(Run.id).limit(limit)).all()
             return [(run, spec) for run, spec in rows]
@@ -384,7 +392,8 @@ def _comparison_statements() -> tuple[dict[bool, Any], Executable, dict[bool, tu
     """The comparison's queries, built once: runs, summary keys, and one key's values."""
     sweep = bindparam("sweep_id")
     every_run = select(Run.id, Run.spec_id, Run.seed, Run.status).order_by(Run.id)
-    runs = {False: every_run, True: every_run.where(Run.sweep_id == sweep)}
+    members = every_run.join(SweepRun, SweepRun.run_id == Run.id)
+    runs = {False: every_run, True: members.where(SweepRun.sweep_id == sweep)}
     keys = text(
         "WITH RECURSIVE found(key) AS ("
         " SELECT MIN(key) FROM metric_summaries"
@@ -401,7 +410,7 @@ def _comparison_statements() -> tuple[dict[bool, Any], Executable, dict[bool, tu
         summary.key == bindparam("key"), summary.last_kind != bindparam("finite")
     )
     in_sweep = tuple(
-        query.join(Run, Run.id == summary.run_id).where(Run.sweep_id == sweep)
+        query.join(SweepRun, SweepRun.run_id == summary.run_id).where(SweepRun.sweep_id == sweep)
         for query in (finite, special)
     )
     return runs, keys, {False: (finite, special), True: in_sweep}
@@ -483,6 +492,13 @@ def _insert_returning_ids(
         return []
     statement = insert(model).returning(model.id, sort_by_parameter_order=True)
     return list(session.scalars(statement, rows))
+
+
+def _add_members(session: Session, sweep_id: int, run_ids: Iterable[int]) -> None:
+    """Make the runs cells of the sweep (each once, however often the submission named it)."""
+    rows = [{"sweep_id": sweep_id, "run_id": run_id} for run_id in sorted(set(run_ids))]
+    if rows:
+        session.execute(insert(SweepRun), rows)
 
 
 def _spec_row(spec_hash: str, request: RunRequest, owner: str | None) -> dict[str, Any]:

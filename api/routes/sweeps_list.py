@@ -12,7 +12,7 @@ from sqlalchemy import func, or_, select
 from api.deps import StoreDep, UserDep, current_user
 from api.schemas import MAX_DB_INT
 from service.auth import Principal
-from service.db import Run, Sweep
+from service.db import Run, Sweep, SweepRun
 
 router = APIRouter(tags=["sweeps"], dependencies=[Depends(current_user)])
 
@@ -64,11 +64,13 @@ def list_sweeps(
 
 
 def _run_counts(session: Any, sweep_ids: list[int], user: Principal) -> dict[int, dict[str, int]]:
-    """Sweep id -> {status: runs}, counting only the runs `user` may read."""
+    """Sweep id -> {status: runs}, over every cell of each sweep (runs it created, reused
+    or skipped), counting only the runs `user` may read."""
     query = (
-        select(Run.sweep_id, Run.status, func.count())
-        .where(Run.sweep_id.in_(sweep_ids))
-        .group_by(Run.sweep_id, Run.status)
+        select(SweepRun.sweep_id, Run.status, func.count())
+        .join(Run, Run.id == SweepRun.run_id)
+        .where(SweepRun.sweep_id.in_(sweep_ids))
+        .group_by(SweepRun.sweep_id, Run.status)
     )
     if not user.reads_every_run:
         query = query.where(or_(Run.visibility != "private", Run.user_id == user.user_id))

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import httpx
+from sqlalchemy import update
+
+from service.db import Run, RunStatus
+from tests.conftest import ThreadServer
 
 SPEC = {"pe": {"name": "sinusoid-1d"}, "dataset": {"name": "three-cell", "preset": "quick"}}
 
@@ -95,3 +99,47 @@ def test_cancel_a_queued_run(api: httpx.Client) -> None:
     assert cancelled["status"] == "CANCELLED"
     assert api.post(f"/runs/{run_id}/cancel").status_code == 409
     assert api.post("/runs/999/cancel").status_code == 404
+
+
+def test_a_resubmitted_sweep_lists_compares_and_counts_all_its_cells(
+    server: ThreadServer, api: httpx.Client
+) -> None:
+    """Reused cells belong to the new sweep too; a run of the same spec outside it does not."""
+    body = {"base": SPEC, "axes": {"pe.name": ["none", "loope"]}, "seeds": [0, 1]}
+    first = api.post("/sweeps", json=body).json()
+    again = api.post("/sweeps", json=body).json()
+    assert (again["created"], sorted(again["reused"])) == ([], sorted(first["created"]))
+    wider = api.post("/sweeps", json={**body, "axes": {"pe.name": ["none", "loope", "rpe"]}})
+    wider = wider.json()
+    assert len(wider["created"]) == 2 and len(wider["reused"]) == 4
+    alone = api.post("/specs", json={"spec": SPEC | {"pe": {"name": "none"}}, "seeds": [7]})
+    [loose] = alone.json()["created"]
+    for run_id in [*first["created"], *wider["created"], loose]:
+        points = [{"key": "test/acc", "step": 1, "value": float(run_id)}]
+        response = api.post(f"/runs/{run_id}/metrics", json={"attempt": 1, "points": points})
+        assert response.status_code == 200, response.text
+    with server.app.state.store.sessions.begin() as session:  # as the workers' reports would
+        session.execute(update(Run).values(status=RunStatus.SUCCEEDED, attempt=1))
+
+    def members(sweep_id: int) -> list[int]:
+        runs = api.get("/runs", params={"sweep_id": sweep_id}).json()["runs"]
+        return [run["id"] for run in runs]
+
+    assert members(again["sweep_id"]) == sorted(first["created"])
+    assert members(wider["sweep_id"]) == sorted(first["created"] + wider["created"])
+    params = {"group_by": ["pe.name"], "sweep_id": again["sweep_id"]}
+    groups = {g["key"]["pe.name"]: g for g in api.get("/compare", params=params).json()["groups"]}
+    assert sorted(groups) == ["loope", "none"]
+    assert sorted(run for g in groups.values() for run in g["runs"]) == sorted(first["created"])
+    assert groups["none"]["metrics"]["acc"]["n"] == 2, "the run of seed 7 is not in the sweep"
+    params["sweep_id"] = wider["sweep_id"]
+    groups = {g["key"]["pe.name"]: g for g in api.get("/compare", params=params).json()["groups"]}
+    assert {pe: g["metrics"]["acc"]["n"] for pe, g in groups.items()} == dict.fromkeys(
+        ("loope", "none", "rpe"), 2
+    )
+    sweeps = {s["id"]: s["runs"] for s in api.get("/sweeps").json()["sweeps"]}
+    assert sweeps == {
+        first["sweep_id"]: {"SUCCEEDED": 4},
+        again["sweep_id"]: {"SUCCEEDED": 4},
+        wider["sweep_id"]: {"SUCCEEDED": 6},
+    }

@@ -9,10 +9,21 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
 from loope.spec import ExperimentSpec
-from service.db import MetricPoint, Run, RunStatus, ValueKind, make_engine, make_sessionmaker
+from service.db import (
+    MetricPoint,
+    Run,
+    RunStatus,
+    Spec,
+    Sweep,
+    SweepRun,
+    ValueKind,
+    make_engine,
+    make_sessionmaker,
+)
+from service.migrations import upgrade
 from service.store import PointIn, RunRequest, Store
 
 BODY = {"pe": {"name": "none"}, "dataset": {"name": "three-cell", "preset": "quick"}}
@@ -103,3 +114,48 @@ def test_concurrent_ingests_of_the_same_points_store_and_count_each_once(store: 
     summaries = store.summaries([run_id])[run_id]
     assert {key: s.count for key, s in summaries.items()} == {f"m{k}": 500 for k in range(4)}
     assert all((s.last, s.last_step, s.best) == (499.0, 499, 499.0) for s in summaries.values())
+
+
+def test_a_resubmitted_sweep_has_every_cell_it_reused_skipped_or_created(store: Store) -> None:
+    """A run belongs to each sweep that named its cell; `runs.sweep_id` is its creator."""
+    requests = [RunRequest(ExperimentSpec.model_validate(BODY), BODY, s) for s in (0, 1, 2)]
+    [loose] = new_runs(store, [5])  # same spec, outside every sweep
+    first = store.submit(requests[:2], sweep={"axes": {}, "seeds": [0, 1]})
+    again = store.submit(requests, sweep={"axes": {}, "seeds": [0, 1, 2]})
+    skipped = store.submit(requests, sweep={"axes": {}, "seeds": [0, 1, 2]}, policy="skip")
+    assert (len(again.created), sorted(again.reused)) == (1, sorted(first.created))
+    assert (skipped.created, len(skipped.skipped)) == ([], 3)
+    cells = sorted(first.created + again.created)
+
+    def listed(sweep_id: int | None) -> list[int]:
+        return [run.id for run, _ in store.list_runs(sweep_id=sweep_id)]
+
+    assert listed(first.sweep_id) == sorted(first.created)
+    assert listed(again.sweep_id) == cells and listed(skipped.sweep_id) == cells
+    assert listed(None) == sorted([loose, *cells])
+    creators = [run.sweep_id for run, _ in store.list_runs(sweep_id=again.sweep_id)]
+    assert creators == [first.sweep_id, first.sweep_id, again.sweep_id]
+    for run_id in cells:
+        store.ingest(run_id, 1, [PointIn("test/acc", 0, 0.5)])
+    runs, _, values = store.comparison_rows(skipped.sweep_id, ["test/"])
+    assert [run[0] for run in runs] == cells and set(values["test/acc"]) == set(cells)
+
+
+def test_migration_0005_makes_each_run_a_member_of_the_sweep_that_created_it(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine, "0004")
+    spec = {"spec_hash": "h", "canonical": {}, "body": {}, "pe": "none", "arch": "vit"}
+    runs = [{"id": i, "sweep_id": s, "spec_id": 1, "seed": i, "status": RunStatus.QUEUED}
+            for i, s in ((1, 7), (2, None), (3, 7))]  # fmt: skip
+    with engine.begin() as connection:  # the tables at 0004 are the models' but sweep_runs
+        connection.execute(insert(Sweep), {"id": 7, "axes": {}, "seeds": {"seeds": [0]}})
+        connection.execute(insert(Spec), spec | {"id": 1, "dataset": "three-cell"})
+        connection.execute(insert(Run), runs)
+    store = Store(make_sessionmaker(engine))
+    assert [run.id for run, _ in store.list_runs(sweep_id=7)] == [1, 3]
+    with store.sessions() as session:
+        members = session.execute(select(SweepRun.sweep_id, SweepRun.run_id)).all()
+    assert sorted(members) == [(7, 1), (7, 3)]
+    engine.dispose()
