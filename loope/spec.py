@@ -284,9 +284,27 @@ def _one_of(field: str, value: str, allowed: tuple[str, ...]) -> str:
 
 
 def load_spec_file(path: Path) -> dict[str, Any]:
-    """Read a YAML or JSON spec or sweep file into a plain mapping."""
+    """Read a YAML or JSON spec or sweep file into a plain mapping.
+
+    A syntax error is raised as one-line ValueError `FILE: line L, column C: <problem>`.
+    """
     text = path.read_text()
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno}, column {error.colno}"
+        raise ValueError(f"{path}: {where}: {error.msg}") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: {_yaml_problem(error)}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a spec file must hold a mapping, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """`line L, column C: <problem>` (1-based) of a YAML syntax error, on one line."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        problem = error.problem or error.context or "invalid YAML"
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(error).split())

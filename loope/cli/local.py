@@ -17,8 +17,15 @@ from loope.cli.app import app
 
 if TYPE_CHECKING:
     from loope.data.three_cell import ThreeCellConfig
+    from loope.spec import ExperimentSpec
+    from loope.train import TrainResult
 
 console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+TRAINING_ERRORS = (ValueError, TypeError, RuntimeError, FileNotFoundError)
+"""Errors of building and training a spec (bad options, no CUDA device, missing data) that
+`train` prints as one line; any other exception is a bug and keeps its traceback."""
 
 
 @app.command()
@@ -28,19 +35,63 @@ def train(
     workdir: Annotated[
         Path | None, typer.Option(help="Checkpoint folder; an existing checkpoint is resumed.")
     ] = None,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", envvar="LOOPE_DEBUG", help="Show the traceback of an error (LOOPE_DEBUG=1)."
+        ),
+    ] = False,
 ) -> None:
     """Train one spec locally, without the service, with a progress bar over steps.
 
     Example: loope train examples/digits.yaml --seed 1 --workdir runs/digits-1
     """
+    spec = _read_spec(spec_file)
+    try:
+        result = _fit(spec, seed, workdir)
+    except TRAINING_ERRORS as error:
+        if debug:
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        console.print(
+            f"[red]error:[/red] {message} (--debug shows the traceback)",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        raise typer.Exit(code=1) from None
+    console.print(f"split: {result.split}", highlight=False)
+    if result.outcome == "diverged":
+        console.print(f"[red]diverged[/red] at step {result.diverged_at_step}")
+        raise typer.Exit(code=2)
+    console.print(f"{result.outcome} after {result.epochs_done} epochs ({result.step} steps)")
+    typer.echo(json.dumps(result.test, indent=2))
+
+
+def _read_spec(spec_file: Path) -> ExperimentSpec:
+    """The spec of `spec_file`, or exit 1 with one line saying what is wrong with the file."""
     from loope.spec import ExperimentSpec, load_spec_file
-    from loope.train import Trainer
 
     try:
-        spec = ExperimentSpec.model_validate(load_spec_file(spec_file))
-    except (ValidationError, ValueError) as error:
+        body = load_spec_file(spec_file)
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    if "base" in body or "axes" in body:
+        console.print(
+            f"[red]error:[/red] {spec_file} is a sweep file (it has base/axes); use `loope sweep`",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        raise typer.Exit(code=1)
+    try:
+        return ExperimentSpec.model_validate(body)
+    except ValidationError as error:
         console.print(f"[red]error:[/red] {spec_file}: {error}", highlight=False)
         raise typer.Exit(code=1) from None
+
+
+def _fit(spec: ExperimentSpec, seed: int, workdir: Path | None) -> TrainResult:
+    """Build the trainer and train to the end under a progress bar over steps."""
+    from loope.train import Trainer
+
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=console,
@@ -52,24 +103,14 @@ def train(
                 status = f"epoch {metrics['epoch']:.0f} val acc {metrics.get('val/acc', 0):.1f}"
                 progress.update(task, completed=step, status=status)
 
-        try:
-            trainer = Trainer(
-                spec, seed, workdir, show, on_step=lambda s: progress.update(task, completed=s)
-            )
-        except (FileNotFoundError, ValueError) as error:
-            console.print(f"[red]error:[/red] {error}", highlight=False)
-            raise typer.Exit(code=1) from None
+        trainer = Trainer(
+            spec, seed, workdir, show, on_step=lambda s: progress.update(task, completed=s)
+        )
         progress.update(task, total=trainer.total_steps)
         resumed = trainer.resume()
         if resumed is not None:
             progress.update(task, completed=trainer.step, status=f"resumed after epoch {resumed}")
-        result = trainer.fit()
-    console.print(f"split: {result.split}", highlight=False)
-    if result.outcome == "diverged":
-        console.print(f"[red]diverged[/red] at step {result.diverged_at_step}")
-        raise typer.Exit(code=2)
-    console.print(f"{result.outcome} after {result.epochs_done} epochs ({result.step} steps)")
-    typer.echo(json.dumps(result.test, indent=2))
+        return trainer.fit()
 
 
 @app.command("three-cell")

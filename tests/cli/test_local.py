@@ -1,0 +1,67 @@
+"""`loope train`: a refused spec, option or device is one `error:` line and exit 1, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from loope.cli import local  # noqa: F401  (registers the commands)
+from loope.cli.app import app
+
+runner = CliRunner()
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def digits_spec(tmp_path: Path, **changes: dict) -> Path:
+    """examples/digits.yaml with top-level sections replaced, written to tmp_path."""
+    body = yaml.safe_load((EXAMPLES / "digits.yaml").read_text()) | changes
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+def test_unknown_pe_options_are_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+    path = digits_spec(tmp_path, pe={"name": "loope", "options": {"foo": 1}})
+    result = runner.invoke(app, ["train", str(path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    [line] = error_lines(result.output)
+    assert "unexpected keyword argument 'foo'" in line and "Traceback" not in result.output
+    debug = runner.invoke(app, ["train", str(path)], env={"LOOPE_DEBUG": "1"})
+    assert isinstance(debug.exception, TypeError), debug.output
+    flag = runner.invoke(app, ["train", str(path), "--debug"])
+    assert isinstance(flag.exception, TypeError), flag.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_line(tmp_path: Path) -> None:
+    path = digits_spec(tmp_path, train={"recipe": "quick", "device": "cuda"})
+    result = runner.invoke(app, ["train", str(path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    [line] = error_lines(result.output)
+    assert "train.device='cuda' but no CUDA device is visible" in line
+
+
+def test_a_sweep_file_is_pointed_to_loope_sweep() -> None:
+    path = EXAMPLES / "digits_sweep.yaml"
+    result = runner.invoke(app, ["train", str(path)])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: {path} is a sweep file (it has base/axes); use `loope sweep`"
+    ]
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_place(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: {arch: vit\n  pe: [1,\n")
+    result = runner.invoke(app, ["train", str(path)])
+    assert result.exit_code == 1, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"error: {path}: line 2, column 5: ")
