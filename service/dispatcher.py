@@ -139,6 +139,17 @@ def place(nodes: dict[str, NodeCapacity], need: ResourceSpec) -> Placement | Non
     return placement
 
 
+def fits_when_idle(totals: dict[str, NodeCapacity], need: ResourceSpec) -> bool:
+    """Whether a run could be placed on these nodes with nothing else running."""
+    idle = {i: NodeCapacity(i, n.cpus, n.memory_gb, list(n.gpus)) for i, n in totals.items()}
+    return place(idle, need) is not None
+
+
+def _describe_cluster(totals: dict[str, NodeCapacity]) -> str:
+    nodes = [f"{n.cpus:g} CPU, {len(n.gpus)} GPU, {n.memory_gb:.0f} GB" for n in totals.values()]
+    return f"{len(nodes)} node(s): " + "; ".join(nodes)
+
+
 def release(nodes: dict[str, NodeCapacity], placement: Placement) -> None:
     for node_id, gpus in placement.workers:
         if node_id in nodes:
@@ -198,6 +209,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._nodes: dict[str, NodeCapacity] = {}
         self._nodes_read_at = 0.0
+        self._too_large: set[int] = set()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -292,9 +304,24 @@ class Dispatcher:
         for waiting in self.queue.queued(limit=self.policy.claim_batch):
             placement = place(nodes, waiting.resources)
             if placement is None:
+                self._note_too_large(waiting)
                 continue
             if not self._launch(waiting, placement):
                 release(nodes, placement)
+
+    def _note_too_large(self, waiting: Waiting) -> None:
+        """Log once a run that would not fit even on the idle cluster: it waits for nodes
+        that may join, and whoever reads the log learns why it does not start."""
+        if waiting.run_id in self._too_large or not self._nodes:
+            return
+        if fits_when_idle(self._nodes, waiting.resources):
+            return
+        self._too_large.add(waiting.run_id)
+        log.warning(
+            "run %d waits: it asks for %s, more than this cluster has even when idle (%s); "
+            "it starts when larger nodes join, or cancel it",
+            waiting.run_id, _describe(waiting.resources), _describe_cluster(self._nodes),
+        )  # fmt: skip
 
     def _launch(self, waiting: Waiting, placement: Placement) -> bool:
         claimed = self.queue.claim(waiting.run_id, self.policy.start_grace_s)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from loope.spec import ResourceSpec
-from service.dispatcher import NodeCapacity, place, release
+from service.dispatcher import NodeCapacity, fits_when_idle, place, release
 
 
 def _node(name: str = "a", gpus: int = 1, cpus: float = 8, memory_gb: float = 64) -> NodeCapacity:
@@ -51,3 +51,13 @@ def test_data_parallel_workers_are_placed_all_or_none() -> None:
     release(nodes, two)
     assert place(nodes, ResourceSpec(gpus=1, workers=3)) is None
     assert nodes["a"].gpus == [1.0] and nodes["b"].gpus == [1.0]
+
+
+def test_a_run_larger_than_the_idle_cluster_is_told_apart_from_one_that_waits() -> None:
+    totals = {"a": _node("a", gpus=4), "b": _node("b", gpus=2)}
+    assert fits_when_idle(totals, ResourceSpec(gpus=4))
+    assert fits_when_idle(totals, ResourceSpec(gpus=2, workers=3))  # two on a, one on b
+    assert not fits_when_idle(totals, ResourceSpec(gpus=64))
+    assert not fits_when_idle(totals, ResourceSpec(gpus=4, workers=2))
+    assert not fits_when_idle(totals, ResourceSpec(cpus=9))
+    assert totals["a"].gpus == [1.0] * 4, "the totals themselves are not reserved"
