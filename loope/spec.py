@@ -8,6 +8,7 @@ experiment submitted twice is recognised.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -92,10 +93,28 @@ class PESpec(Strict):
             raise ValueError(f"pe.order: PE {self.name!r} takes no order (its order is fixed)")
         if self.order is not None and self.order not in ORDER_NAMES:
             raise ValueError(f"pe.order must be one of {', '.join(ORDER_NAMES)}")
+        accepted = pe_options(self.name)
+        unknown = sorted(set(self.options) - set(accepted))
+        if unknown:
+            allowed = ", ".join(accepted) or "none"
+            raise ValueError(
+                f"pe.options: {self.name} takes no option {', '.join(map(repr, unknown))}; "
+                f"its options: {allowed}"
+            )
         return self
 
     def build_options(self) -> dict[str, Any]:
         return {**self.options, **({"order": self.order} if self.order else {})}
+
+
+def pe_options(name: str) -> tuple[str, ...]:
+    """The keyword options a spec may give the PE `name`: its constructor's, less what the
+    host supplies (width, grid, host facts) and what the catalogue entry pins."""
+    entry = PE_REGISTRY[name]
+    fixed = {"self", "dim", "grid", *entry.host_args, *entry.pinned}
+    parameters = inspect.signature(entry.pe_class.__init__).parameters.values()
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in parameters if p.kind in named and p.name not in fixed)
 
 
 class DatasetSpec(Strict):
@@ -142,6 +161,13 @@ class DatasetSpec(Strict):
             raise ValueError("dataset.image_size: ImageFolder images are resized; give a size")
         if self.name in ("three-cell", "digits") and self.split == "official":
             raise ValueError(f"dataset.split: {self.name} has no official test split; use random")
+        from loope.data.three_cell import PRESETS  # loope.data imports this module
+
+        if self.preset is not None and self.preset not in PRESETS:
+            allowed = ", ".join(PRESETS)
+            raise ValueError(
+                f"dataset.preset: unknown Three-Cell preset {self.preset!r}; allowed: {allowed}"
+            )
         generator = ("preset", "grid", "cell", "n", "max_sq_len")
         given = [k for k in generator if getattr(self, k) is not None]
         if self.name != "three-cell" and given:
