@@ -115,7 +115,7 @@ class Server:
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     data_dir: Annotated[
         Path | None,
         typer.Option(envvar="LOOPE_DATA_DIR", help="Holds the database and artifacts."),
@@ -139,7 +139,9 @@ def serve(
     The server runs in a child process that is started again when it dies unexpectedly
     (Ray ends the dispatcher's driver when its Ray head restarts), after a back-off of 1 s
     doubling to 30 s; after 5 failures within 2 minutes `loope serve` gives up with exit
-    code 1. SIGTERM or Ctrl-C stops the server and exits 0.
+    code 1. A server that never came up (its port in use, a refused setting) is not
+    restarted: `loope serve` exits with the server's exit code. SIGTERM or Ctrl-C stops the
+    server and exits 0. Settings are checked before anything starts (exit code 2).
 
     Examples:
 
@@ -147,23 +149,37 @@ def serve(
 
       LOOPE_DATABASE_URL=postgresql+psycopg://db/loope RAY_ADDRESS=auto loope serve --host 0.0.0.0
     """
-    if not no_supervise:
-        from loope.cli.supervise import supervise as run_supervised
-
-        raise typer.Exit(run_supervised(_server_command(host, port, data_dir, num_cpus, num_gpus)))
     import os
 
-    import uvicorn
+    from pydantic import ValidationError
 
-    from api.app import create_app
+    from loope.cli.supervise import bind_error, serve_app, supervise
+    from service.auth import AuthConfigError, auth_required
     from service.settings import Settings
 
     given = {"data_dir": data_dir, "ray_num_cpus": num_cpus, "ray_num_gpus": num_gpus}
     if os.environ.get("RAY_ADDRESS"):
         given["ray_address"] = os.environ["RAY_ADDRESS"]
     overrides = {key: value for key, value in given.items() if value is not None}
-    settings = Settings(host=host, port=port, **overrides)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    try:  # refuse a bad setting before any process or Ray is started
+        settings = Settings(host=host, port=port, **overrides)
+        auth_required(settings.auth, settings.host)
+    except AuthConfigError as refusal:
+        typer.echo(f"error: LOOPE_AUTH: {refusal}", err=True)
+        raise typer.Exit(2) from None
+    except ValidationError as invalid:
+        for problem in invalid.errors():
+            field = "LOOPE_" + "_".join(str(part) for part in problem["loc"]).upper()
+            typer.echo(f"error: {field}={problem['input']!r}: {problem['msg']}", err=True)
+        raise typer.Exit(2) from None
+    if (unusable := bind_error(host, port)) is not None:
+        typer.echo(f"error: --host {host} --port {port}: cannot listen there: {unusable}", err=True)
+        raise typer.Exit(2)
+    if not no_supervise:
+        raise typer.Exit(supervise(_server_command(host, port, data_dir, num_cpus, num_gpus)))
+    from api.app import create_app
+
+    raise typer.Exit(serve_app(create_app(settings), host, port))
 
 
 def _server_command(

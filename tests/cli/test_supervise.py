@@ -9,8 +9,10 @@ tests/reliability/test_cluster_faults.py.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,20 +21,22 @@ from pathlib import Path
 
 import pytest
 
-from loope.cli.supervise import RestartPolicy, Supervisor, exit_reason
+from loope.cli.supervise import READY_FILE_ENV, RestartPolicy, Supervisor, exit_reason
 
 FAST = RestartPolicy(
     first_delay_s=0.1, max_delay_s=0.4, healthy_after_s=1.0, max_failures=5, failure_window_s=60
 )
 
 
-def child(starts: Path, body: str) -> list[str]:
-    """A child that appends its pid to `starts`, then runs `body` with `n` = its start number."""
+def child(starts: Path, body: str, ready: str = "True") -> list[str]:
+    """A child that appends its pid to `starts`, marks itself ready when the Python expression
+    `ready` is true, then runs `body`; both see `n` = its start number."""
     script = (
         "import os, signal, sys, time\n"
         f"path = {str(starts)!r}\n"
         "with open(path, 'a') as f: f.write(f'{os.getpid()}\\n')\n"
-        "n = len(open(path).read().split())\n" + body
+        "n = len(open(path).read().split())\n"
+        f"if {ready}: open(os.environ[{READY_FILE_ENV!r}], 'w').close()\n" + body
     )
     return [sys.executable, "-c", script]
 
@@ -72,6 +76,36 @@ def test_it_gives_up_after_too_many_quick_failures_with_a_doubling_back_off(
     assert code == 1 and len(started_pids(starts)) == FAST.max_failures
     assert logged_delays(caplog) == [0.1, 0.2, 0.4, 0.4]
     assert "the server died (exit code 2), 5 times within 60 s; giving up" in caplog.text
+
+
+def test_a_server_that_never_came_up_is_not_restarted_and_its_exit_code_is_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    starts = tmp_path / "starts"
+    with caplog.at_level(logging.INFO, logger="loope.cli.supervise"):
+        code = Supervisor(child(starts, "sys.exit(3)\n", ready="False"), FAST).run()
+    assert code == 3 and len(started_pids(starts)) == 1
+    assert "the server could not start (exit code 3): see the lines above" in caplog.text
+    assert "restarting" not in caplog.text
+
+
+def test_a_start_failure_by_a_signal_exits_128_plus_the_signal(tmp_path: Path) -> None:
+    body = "os.kill(os.getpid(), signal.SIGKILL)\n"
+    code = Supervisor(child(tmp_path / "starts", body, ready="False"), FAST).run()
+    assert code == 128 + signal.SIGKILL
+
+
+def test_after_the_server_was_up_a_child_that_fails_to_start_is_restarted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Ray-restart case: the server was up, its next start fails while Ray comes back."""
+    starts = tmp_path / "starts"
+    body = "sys.exit(0 if n == 3 else 1)\n"
+    with caplog.at_level(logging.INFO, logger="loope.cli.supervise"):
+        code = Supervisor(child(starts, body, ready="n != 2"), FAST).run()
+    assert code == 0 and len(started_pids(starts)) == 3
+    assert logged_delays(caplog) == [0.1, 0.2]
+    assert "could not start" not in caplog.text
 
 
 def test_the_back_off_starts_over_after_a_healthy_run(
@@ -159,3 +193,43 @@ def test_sigterm_to_the_supervisor_stops_the_child_and_exits_0(tmp_path: Path) -
     assert supervisor.returncode == 0, stderr
     assert "stopped by SIGTERM" in stderr and "restarting" not in stderr
     assert _wait_gone(pid)
+
+
+def _loope_serve(*options: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The real `loope serve` with `options`; bounded, output captured."""
+    command = [sys.executable, "-m", "loope", "serve", *options]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
+
+
+def test_loope_serve_on_a_port_in_use_exits_at_once_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        began = time.monotonic()
+        done = _loope_serve("--port", str(port), "--data-dir", str(tmp_path))
+    assert done.returncode == 2 and time.monotonic() - began < 20
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--port {port}: cannot listen there" in lines[0], done.stderr
+    assert "in use" in lines[0] and not (tmp_path / "loope.db").exists()
+
+
+def test_auth_off_on_a_public_host_is_refused_in_one_line_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    done = _loope_serve("--host", "0.0.0.0", "--data-dir", str(tmp_path), env={"LOOPE_AUTH": "off"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: LOOPE_AUTH: auth=off is allowed only on a loopback host, not '0.0.0.0'; "
+        "create tokens with `loope user add NAME` and set LOOPE_AUTH=on"
+    ]
+    assert not (tmp_path / "loope.db").exists()
+
+
+@pytest.mark.parametrize("port", ["0", "99999"])
+def test_a_port_outside_1_to_65535_is_refused(port: str, tmp_path: Path) -> None:
+    done = _loope_serve("--port", port, "--data-dir", str(tmp_path))
+    assert done.returncode == 2 and "Invalid value for '--port'" in done.stderr
