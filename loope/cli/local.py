@@ -6,7 +6,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -84,8 +84,19 @@ def _read_spec(spec_file: Path) -> ExperimentSpec:
     try:
         return ExperimentSpec.model_validate(body)
     except ValidationError as error:
-        console.print(f"[red]error:[/red] {spec_file}: {error}", highlight=False)
+        for problem in error.errors():
+            console.print(
+                f"[red]error:[/red] {spec_file}: {_problem_line(problem)}",
+                highlight=False, soft_wrap=True,
+            )  # fmt: skip
         raise typer.Exit(code=1) from None
+
+
+def _problem_line(problem: Any) -> str:
+    """One pydantic problem as `field.path: message`, the field named once."""
+    field = ".".join(str(part) for part in problem["loc"])
+    message = " ".join(str(problem["msg"]).removeprefix("Value error, ").split())
+    return message if not field or message.startswith(f"{field}") else f"{field}: {message}"
 
 
 def _fit(spec: ExperimentSpec, seed: int, workdir: Path | None) -> TrainResult:

@@ -28,12 +28,25 @@ def error_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("error:")]
 
 
-def test_unknown_pe_options_are_one_line_and_debug_shows_the_traceback(tmp_path: Path) -> None:
+def test_an_unknown_pe_option_is_one_line_naming_the_field(tmp_path: Path) -> None:
     path = digits_spec(tmp_path, pe={"name": "loope", "options": {"foo": 1}})
     result = runner.invoke(app, ["train", str(path)])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .startswith(f"error: {path}: pe.options: loope takes no option 'foo'; its options: ")
+    ), result.output
+
+
+def test_a_pe_option_of_a_wrong_type_is_one_line_and_debug_shows_the_traceback(
+    tmp_path: Path,
+) -> None:
+    path = digits_spec(tmp_path, pe={"name": "loope", "options": {"base": "abc"}})
+    result = runner.invoke(app, ["train", str(path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     [line] = error_lines(result.output)
-    assert "unexpected keyword argument 'foo'" in line and "Traceback" not in result.output
+    assert "unsupported operand type" in line and "Traceback" not in result.output
     debug = runner.invoke(app, ["train", str(path)], env={"LOOPE_DEBUG": "1"})
     assert isinstance(debug.exception, TypeError), debug.output
     flag = runner.invoke(app, ["train", str(path), "--debug"])
