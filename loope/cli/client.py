@@ -196,12 +196,15 @@ def _server_command(
 
 
 def _seed_list(seeds: str | None) -> list[int] | None:
-    if not seeds:
+    """`--seeds 0,1,2` as a list; None when not given; an empty or blank value is refused."""
+    if seeds is None:
         return None
     try:
         return [int(s) for s in seeds.split(",")]
     except ValueError:
-        raise typer.BadParameter(f"--seeds {seeds!r}: give integers separated by commas") from None
+        raise typer.BadParameter(
+            f"--seeds {seeds!r}: give integers separated by commas (e.g. 0,1,2)"
+        ) from None
 
 
 def _axis(text: str) -> tuple[str, list[Any]]:
@@ -240,12 +243,35 @@ def submit_file(
     return request(url, "POST", "/specs", token=token, json=wrapped)
 
 
-def _print_submission(done: dict[str, Any]) -> None:
+def submission_summary(done: dict[str, Any]) -> str:
+    """`created 2 runs (#5, #6), reused 1 (#3), skipped 0 (policy reuse)`, with run ids."""
     sweep = f"sweep {done['sweep_id']}: " if done.get("sweep_id") is not None else ""
-    console.print(
-        f"{sweep}created {len(done['created'])} runs, reused {len(done['reused'])}, "
-        f"skipped {len(done['skipped'])} (policy {done['policy']})"
+    created, reused, skipped = done["created"], done["reused"], done["skipped"]
+    runs = "run" if len(created) == 1 else "runs"
+    return (
+        f"{sweep}created {len(created)} {runs}{_ids(created)}, "
+        f"reused {len(reused)}{_ids(reused)}, skipped {len(skipped)}{_ids(skipped)} "
+        f"(policy {done['policy']})"
     )
+
+
+def _ids(run_ids: list[int]) -> str:
+    """` (#5, #6, #9-#20)`: run ids, consecutive ones as a range; empty when there are none."""
+    if not run_ids:
+        return ""
+    spans: list[list[int]] = []
+    for run_id in sorted(set(run_ids)):
+        if spans and run_id == spans[-1][1] + 1:
+            spans[-1][1] = run_id
+        else:
+            spans.append([run_id, run_id])
+    parts = [f"#{lo}" if lo == hi else f"#{lo}, #{hi}" if hi == lo + 1 else f"#{lo}-#{hi}"
+             for lo, hi in spans]  # fmt: skip
+    return f" ({', '.join(parts)})"
+
+
+def _print_submission(done: dict[str, Any]) -> None:
+    console.print(submission_summary(done), highlight=False, soft_wrap=True)
 
 
 FileArgument = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="YAML or JSON.")]
@@ -809,5 +835,8 @@ def export(
     if output is None:
         typer.echo(text, nl=not text.endswith("\n"))
         return
-    output.write_text(text)
+    try:
+        output.write_text(text)
+    except OSError as error:
+        raise fail(f"cannot write {output}: {error.strerror or error}") from None
     console.print(f"wrote {output} ({fmt})")

@@ -86,11 +86,11 @@ def test_submit_spec_in_json_and_yaml_with_seeds(served: Served, tmp_path: Path)
         "submit", str(write(tmp_path, "a.json", SPEC)), "--url", served.url, "--seeds", "0,1,2"
     )
     assert code == 0, out
-    assert "created 3 runs" in out
+    assert "created 3 runs (#1-#3), reused 0, skipped 0" in out, out
     code, out = invoke(
         "submit", str(write(tmp_path, "a.yaml", SPEC)), "--url", served.url, "--seeds", "0,1,2,3"
     )
-    assert code == 0 and "created 1 runs, reused 3" in out, out
+    assert code == 0 and "created 1 run (#4), reused 3 (#1-#3), skipped 0" in out, out
 
 
 def test_sweep_with_axes_from_the_command_line(served: Served, tmp_path: Path) -> None:
@@ -265,7 +265,7 @@ def test_private_submissions_are_recorded_private(served: Served, tmp_path: Path
     code, out = invoke(
         "sweep", str(path), "--axis", "pe.name=none,loope", "--private", "--url", served.url
     )
-    assert code == 0 and "created 1 runs, reused 1" in out, out  # none × 0 exists already
+    assert code == 0 and "created 1 run (#2), reused 1 (#1)" in out, out  # none × 0 exists
     assert invoke("submit", str(path), "--url", served.url, "--seeds", "9")[0] == 0
     runs = served.api.get("/runs", params={"limit": 100}).json()["runs"]
     visibility = {(r["pe"], r["seed"], r["sweep_id"] is None): r["visibility"] for r in runs}
@@ -274,3 +274,53 @@ def test_private_submissions_are_recorded_private(served: Served, tmp_path: Path
         ("loope", 0, False): "private",
         ("none", 9, True): "team",
     }
+
+
+def test_submission_summary_names_the_run_ids_in_singular_or_plural() -> None:
+    done = {"created": [5, 6], "reused": [3], "skipped": [], "policy": "reuse"}
+    assert client.submission_summary(done) == (
+        "created 2 runs (#5, #6), reused 1 (#3), skipped 0 (policy reuse)"
+    )
+    done = {"created": [9], "reused": [], "skipped": [12, 10, 11], "policy": "skip", "sweep_id": 4}
+    assert client.submission_summary(done) == (
+        "sweep 4: created 1 run (#9), reused 0, skipped 3 (#10-#12) (policy skip)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        ("bad.yaml", "model: {arch: vit\n  pe: [1,\n", "line 2, column 5: expected ',' or '}'"),
+        ("bad.json", '{"model": 1,,}', "line 1, column 13: Expecting property name"),
+    ],
+)
+def test_a_syntax_error_in_the_file_is_one_line_with_its_place(
+    tmp_path: Path, name: str, text: str, where: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    result = runner.invoke(app, ["submit", str(path), "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: {where}"), lines
+
+
+def test_export_to_a_missing_folder_is_one_line_naming_the_path(
+    served: Served, tmp_path: Path
+) -> None:
+    target = tmp_path / "no" / "such" / "t.csv"
+    result = runner.invoke(
+        app, ["export", "--format", "csv", "-o", str(target), "--url", served.url]
+    )
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.output.strip().splitlines() == [
+        f"error: cannot write {target}: No such file or directory"
+    ]
+
+
+def test_empty_seeds_are_refused_not_read_as_seed_zero(served: Served, tmp_path: Path) -> None:
+    path = write(tmp_path, "a.yaml", SPEC)
+    for command in ("submit", "sweep"):
+        code, out = invoke(command, str(path), "--url", served.url, "--seeds", "")
+        assert code == 2 and "--seeds ''" in out and "Traceback" not in out, out
+    assert served.api.get("/runs").json()["runs"] == []
