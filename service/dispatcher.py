@@ -210,6 +210,7 @@ class Dispatcher:
         self._nodes: dict[str, NodeCapacity] = {}
         self._nodes_read_at = 0.0
         self._too_large: set[int] = set()
+        self._fits_idle: dict[tuple[float, float, float, int], bool] = {}
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -286,6 +287,7 @@ class Dispatcher:
         """Free capacity: the nodes' totals (re-read every 2 s) minus what is in flight."""
         if time.monotonic() - self._nodes_read_at > 2.0 or not self._nodes:
             self._nodes, self._nodes_read_at = cluster_capacity(), time.monotonic()
+            self._fits_idle.clear()
         nodes = {
             node_id: NodeCapacity(node_id, n.cpus, n.memory_gb, list(n.gpus))
             for node_id, n in self._nodes.items()
@@ -314,7 +316,11 @@ class Dispatcher:
         that may join, and whoever reads the log learns why it does not start."""
         if waiting.run_id in self._too_large or not self._nodes:
             return
-        if fits_when_idle(self._nodes, waiting.resources):
+        need = waiting.resources
+        shape = (need.gpus, need.cpus, need.memory_gb, need.workers)
+        if shape not in self._fits_idle:  # one answer per request shape and cluster reading
+            self._fits_idle[shape] = fits_when_idle(self._nodes, need)
+        if self._fits_idle[shape]:
             return
         self._too_large.add(waiting.run_id)
         log.warning(
