@@ -138,17 +138,21 @@ def _populate(api: httpx.Client, queue) -> dict[str, int]:
     return runs
 
 
+def _settings(request: pytest.FixtureRequest, folder: Path) -> Settings:
+    """A server's settings in `folder`, on the database the fixture's parameter names."""
+    if request.param == "sqlite":
+        database_url = f"sqlite:///{folder / 'loope.db'}"
+    else:
+        database_url = request.getfixturevalue("postgres").new_database()
+    return Settings(data_dir=folder / "data", database_url=database_url)
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     """A server on each database in turn, holding the runs of `_populate`."""
-    folder = tmp_path_factory.mktemp("dashboard")
-    if request.param == "sqlite":
-        database_url = f"sqlite:///{folder / 'loope.db'}"
-    else:
-        database_url = request.getfixturevalue("postgres").new_database()
-    settings = Settings(data_dir=folder / "data", database_url=database_url)
+    settings = _settings(request, tmp_path_factory.mktemp("dashboard"))
     with (
         ThreadServer(settings, dispatch=False) as server,
         httpx.Client(base_url=f"{server.url}/api/v1", timeout=30) as api,
@@ -172,12 +176,7 @@ def trained_served(
 ) -> Iterator[Trained]:
     """A server on each database holding a tiny LOOPE run trained for real for one epoch
     (through the worker's entry point: real trainer, checkpoint artifact), and two sweeps."""
-    folder = tmp_path_factory.mktemp("trained-dashboard")
-    if request.param == "sqlite":
-        database_url = f"sqlite:///{folder / 'loope.db'}"
-    else:
-        database_url = request.getfixturevalue("postgres").new_database()
-    settings = Settings(data_dir=folder / "data", database_url=database_url)
+    settings = _settings(request, tmp_path_factory.mktemp("trained-dashboard"))
     with (
         ThreadServer(settings, dispatch=False) as server,
         httpx.Client(base_url=f"{server.url}/api/v1", timeout=60) as api,
