@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from sqlalchemy import (
     Executable,
+    Select,
     Table,
     and_,
     bindparam,
@@ -162,8 +163,7 @@ class Store:
     ) -> dict[tuple[int, int], tuple[int, RunStatus]]:
         """The latest run of each (spec, seed) cell that `reader` may read: its id and status."""
         query = select(Run.spec_id, Run.seed, Run.id, Run.status).where(Run.spec_id.in_(spec_ids))
-        if reader is not None and not reader.reads_every_run:
-            query = query.where(or_(Run.visibility != "private", Run.user_id == reader.user_id))
+        query = only_readable(query, reader)
         rows = session.execute(query.order_by(Run.id))
         return {(spec_id, seed): (run_id, status) for spec_id, seed, run_id, status in rows}
 
@@ -210,8 +210,7 @@ class Store:
         sweep's cells, whichever submission created them); with a `reader`, only the runs
         that reader may read."""
         query = select(Run, Spec).join(Spec, Run.spec_id == Spec.id).where(Run.id > after_id)
-        if reader is not None and not reader.reads_every_run:
-            query = query.where(or_(Run.visibility != "private", Run.user_id == reader.user_id))
+        query = only_readable(query, reader)
         for column, value in (
             (Run.status, status),
             (Spec.pe, pe),
@@ -442,6 +441,14 @@ class RunRef(NamedTuple):
     visibility: str
     status: RunStatus
     attempt: int
+
+
+def only_readable(query: Select, reader: Principal | None) -> Select:
+    """`query` (over runs) kept to the runs `reader` may read: team runs and its own private
+    ones; unchanged without a reader or for one who reads every run."""
+    if reader is None or reader.reads_every_run:
+        return query
+    return query.where(or_(Run.visibility != "private", Run.user_id == reader.user_id))
 
 
 def _private_of_others(user_id: int | None) -> Executable:

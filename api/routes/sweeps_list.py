@@ -7,12 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from api.deps import StoreDep, UserDep, current_user
 from api.schemas import MAX_DB_INT
 from service.auth import Principal
 from service.db import Run, Sweep, SweepRun
+from service.store import only_readable
 
 router = APIRouter(tags=["sweeps"], dependencies=[Depends(current_user)])
 
@@ -72,8 +73,7 @@ def _run_counts(session: Any, sweep_ids: list[int], user: Principal) -> dict[int
         .where(SweepRun.sweep_id.in_(sweep_ids))
         .group_by(SweepRun.sweep_id, Run.status)
     )
-    if not user.reads_every_run:
-        query = query.where(or_(Run.visibility != "private", Run.user_id == user.user_id))
+    query = only_readable(query, user)
     counts: dict[int, dict[str, int]] = {}
     for sweep_id, status, count in session.execute(query):
         counts.setdefault(sweep_id, {})[status.value] = count
