@@ -7,6 +7,7 @@ experiment submitted twice is recognised.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -107,6 +108,7 @@ class PESpec(Strict):
         return {**self.options, **({"order": self.order} if self.order else {})}
 
 
+@functools.cache
 def pe_options(name: str) -> tuple[str, ...]:
     """The keyword options a spec may give the PE `name`: its constructor's, less what the
     host supplies (width, grid, host facts) and what the catalogue entry pins."""
