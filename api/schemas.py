@@ -38,6 +38,13 @@ class SubmitSpec(Body):
         description="who may read the new runs: the whole team, or (private) only the caller "
         "and admins; with auth off every run is readable",
     )
+    sweep_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_DB_INT,
+        description="fill this sweep: the runs (new, reused or skipped) become its cells; the "
+        "spec must be one of the sweep's cells",
+    )
 
 
 class SubmitSweep(Body):

@@ -96,6 +96,7 @@ class Store:
         user_id: int | None = None,
         policy: ResubmitPolicy = "reuse",
         sweep: dict[str, Any] | None = None,
+        into_sweep: int | None = None,
         visibility: Visibility = "team",
         reader: Principal | None = None,
     ) -> Submitted:
@@ -105,11 +106,16 @@ class Store:
         creates one otherwise; `skip` leaves every existing cell alone; `force-new` always
         creates a run. With a `reader` (the submitter), only runs it may read count as
         existing, so another user's private run is neither revealed nor reused. A sweep's
-        runs are all its cells: created, reused and skipped alike. Rows are written in bulk,
-        so a sweep of thousands is one round trip per table.
+        runs are all its cells: created, reused and skipped alike; `sweep` makes a new sweep
+        of them, `into_sweep` adds them to an existing one (filling its missing seeds). Rows
+        are written in bulk, so a sweep of thousands is one round trip per table.
         """
+        if sweep is not None and into_sweep is not None:
+            raise ValueError("a submission makes a new sweep or fills an existing one, not both")
         with self.sessions.begin() as session:
-            sweep_id = self._add_sweep(session, sweep, owner)
+            sweep_id = into_sweep
+            if sweep_id is None:
+                sweep_id = self._add_sweep(session, sweep, owner)
             specs = self._upsert_specs(session, requests, owner)
             hashes = [r.spec.spec_hash() for r in requests]
             existing = self._existing_runs(session, list(set(specs.values())), reader)
@@ -192,6 +198,21 @@ class Store:
                 select(Run, Spec).join(Spec, Run.spec_id == Spec.id).where(Run.id == run_id)
             ).first()
             return None if row is None else (row[0], row[1])
+
+    def sweep_spec_hashes(self, sweep_id: int) -> set[str] | None:
+        """The spec hashes of the sweep's cells (whoever may read their runs), or None when
+        no sweep has that id."""
+        with self.sessions() as session:
+            if session.get(Sweep, sweep_id) is None:
+                return None
+            query = (
+                select(Spec.spec_hash)
+                .join(Run, Run.spec_id == Spec.id)
+                .join(SweepRun, SweepRun.run_id == Run.id)
+                .where(SweepRun.sweep_id == sweep_id)
+                .distinct()
+            )
+            return set(session.scalars(query))
 
     def list_runs(
         self,
@@ -502,10 +523,11 @@ def _insert_returning_ids(
 
 
 def _add_members(session: Session, sweep_id: int, run_ids: Iterable[int]) -> None:
-    """Make the runs cells of the sweep (each once, however often the submission named it)."""
+    """Make the runs cells of the sweep, each once: however often the submission named it,
+    and whether or not an earlier fill of the sweep already made it one."""
     rows = [{"sweep_id": sweep_id, "run_id": run_id} for run_id in sorted(set(run_ids))]
     if rows:
-        session.execute(insert(SweepRun), rows)
+        session.execute(_insert_ignoring_duplicates(session, SweepRun.__table__), rows)
 
 
 def _spec_row(spec_hash: str, request: RunRequest, owner: str | None) -> dict[str, Any]:

@@ -98,10 +98,11 @@ def _finish(api: httpx.Client, run_id: int, attempt: int, outcome: str, **extra:
 
 
 def _populate(api: httpx.Client, queue) -> dict[str, int]:
-    """A sweep of two PEs × three seeds, finished (one resumed), and runs of the same specs
-    outside it: one failed, one diverged, one still queued."""
+    """A sweep of two PEs × three seeds, finished (one resumed); three more seeds filled into
+    it: one failed, one diverged, one still queued; and a run of one of its specs outside it."""
     sweep = {"base": BASE, "axes": {"pe.name": ["none", "loope"]}, "seeds": [0, 1, 2]}
-    created = api.post("/sweeps", json=sweep).json()["created"]
+    submitted = api.post("/sweeps", json=sweep).json()
+    created, sweep_id = submitted["created"], submitted["sweep_id"]
     cells = [(pe, seed) for pe in ("none", "loope") for seed in (0, 1, 2)]
     runs = dict(zip([f"{pe}-{seed}" for pe, seed in cells], created, strict=True))
     for (pe, seed), run_id in zip(cells, created, strict=True):
@@ -119,22 +120,24 @@ def _populate(api: httpx.Client, queue) -> dict[str, int]:
         _finish(api, run_id, attempt, "succeeded")
 
     loope = BASE | {"pe": {"name": "loope"}}
-    [failing] = api.post("/specs", json={"spec": loope, "seeds": [5]}).json()["created"]
+    fill = {"sweep_id": sweep_id}
+    [failing] = api.post("/specs", json={"spec": loope, "seeds": [5]} | fill).json()["created"]
     attempt = _train(api, queue, failing, "loope", 5, range(1, 2))
     reason = "Traceback (most recent call last):\nValueError: patch grid 7x7 does not divide 32"
     _finish(api, failing, attempt, "failed", failure_kind="user_code", reason=reason)
     runs["failed"] = failing
 
-    [diverging] = api.post("/specs", json={"spec": BASE | {"name": "hot"}, "seeds": [7]}).json()[
-        "created"
-    ]
+    hot = {"spec": BASE | {"name": "hot"}, "seeds": [7]}
+    [diverging] = api.post("/specs", json=hot | fill).json()["created"]
     attempt = _train(api, queue, diverging, "none", 7, range(1, 2))
     _post_metrics(api, diverging, attempt, _points(15, {"train/loss": "nan"}))
     _finish(api, diverging, attempt, "diverged", reason="loss not finite at step 15")
     runs["diverged"] = diverging
 
-    [queued] = api.post("/specs", json={"spec": loope, "seeds": [9]}).json()["created"]
+    [queued] = api.post("/specs", json={"spec": loope, "seeds": [9]} | fill).json()["created"]
     runs["queued"] = queued
+    [outsider] = api.post("/specs", json={"spec": loope, "seeds": [11]}).json()["created"]
+    runs["outsider"] = outsider
     return runs
 
 
@@ -351,6 +354,7 @@ def test_sweep_matrix_shows_cell_states_and_fills_missing_seeds(served: Served, 
     states = {b.get_attribute("title") for b in page.tab.query_selector_all("#matrix .seed")}
     assert f"seed 5: run #{served.runs['failed']} failed" in states
     assert f"seed 7: run #{served.runs['diverged']} diverged" in states
+    assert not any(title.startswith("seed 11") for title in states), "a run outside the sweep"
     assert len(page.tab.query_selector_all("#matrix .seed.MISSING")) == 3
     page.shot(f"{served.database}-sweep-before-fill")
 
@@ -366,6 +370,8 @@ def test_sweep_matrix_shows_cell_states_and_fills_missing_seeds(served: Served, 
     after = served.api.get("/runs").json()["runs"]
     added = sorted((r["pe"], r["seed"], r["status"]) for r in after if r["id"] not in before)
     assert added == [("loope", 7, "QUEUED"), ("none", 5, "QUEUED"), ("none", 9, "QUEUED")]
+    members = served.api.get("/runs", params={"sweep_id": sweep_id}).json()["runs"]
+    assert {r["id"] for r in after} - before <= {r["id"] for r in members}, "filled into the sweep"
     page.shot(f"{served.database}-sweep-after-fill")
 
 

@@ -143,3 +143,32 @@ def test_a_resubmitted_sweep_lists_compares_and_counts_all_its_cells(
         again["sweep_id"]: {"SUCCEEDED": 4},
         wider["sweep_id"]: {"SUCCEEDED": 6},
     }
+
+
+def test_a_spec_submitted_with_a_sweep_id_fills_that_sweep(api: httpx.Client) -> None:
+    """The runs of a fill, new or reused, become the sweep's cells; a second fill of the same
+    seeds adds nothing; a spec outside the sweep, or a sweep that does not exist, is refused."""
+    body = {"base": SPEC, "axes": {"pe.name": ["none", "loope"]}, "seeds": [0]}
+    sweep_id = api.post("/sweeps", json=body).json()["sweep_id"]
+    loope = SPEC | {"pe": {"name": "loope"}}
+    [standalone] = api.post("/specs", json={"spec": loope, "seeds": [4]}).json()["created"]
+
+    fill = {"spec": loope, "seeds": [3, 4], "sweep_id": sweep_id}
+    done = api.post("/specs", json=fill).json()
+    assert done["reused"] == [standalone] and len(done["created"]) == 1
+    assert done["sweep_id"] == sweep_id
+    runs = api.get("/runs", params={"sweep_id": sweep_id}).json()["runs"]
+    assert sorted((r["pe"], r["seed"]) for r in runs) == [
+        ("loope", 0), ("loope", 3), ("loope", 4), ("none", 0)
+    ]  # fmt: skip
+    again = api.post("/specs", json=fill)
+    assert again.status_code == 201 and again.json()["created"] == []
+    assert len(api.get("/runs", params={"sweep_id": sweep_id}).json()["runs"]) == 4
+
+    rpe = api.post("/specs", json=fill | {"spec": SPEC | {"pe": {"name": "rpe"}}})
+    assert rpe.status_code == 422
+    assert rpe.json()["detail"].startswith("sweep_id:")
+    assert f"not one of sweep {sweep_id}'s 2 cells" in rpe.json()["detail"]
+    nowhere = api.post("/specs", json=fill | {"sweep_id": sweep_id + 1000})
+    assert nowhere.status_code == 404 and "no sweep" in nowhere.json()["detail"]
+    assert len(api.get("/runs", params={"sweep_id": sweep_id}).json()["runs"]) == 4

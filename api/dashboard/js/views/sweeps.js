@@ -1,6 +1,7 @@
 // Sweeps: the list of sweeps (GET /sweeps, page by page), and one sweep's matrix of
-// PE × (architecture, dataset) cells, each showing its seeds' states, with a button that
-// submits the missing seeds and a picker to go to another sweep.
+// PE × (architecture, dataset) cells, each showing its seeds' states (its own runs only:
+// runs of the same spec outside the sweep are not its cells), with a button that submits
+// the missing seeds into the sweep and a picker to go to another sweep.
 
 import { allRuns, get, post, query } from "../api.js";
 import { h, table, when } from "../format.js";
@@ -49,26 +50,19 @@ function picker(sweeps, sweepId) {
   sweeps.map((sweep) => h("option", { value: sweep.id, selected: sweep.id === sweepId }, sweepName(sweep))))));
 }
 
-// The sweep's runs, plus runs of the same specs submitted later to fill its cells.
-async function cellsOf(sweepId) {
-  const own = await allRuns({ sweep_id: sweepId });
-  const hashes = new Set(own.map((r) => r.spec_hash));
-  const pes = [...new Set(own.map((r) => r.pe))];
-  const others = (await Promise.all(pes.map((pe) => allRuns({ pe }))))
-    .flat().filter((r) => hashes.has(r.spec_hash) && r.sweep_id !== sweepId);
-  return own.concat(others);
-}
-
 async function matrix(root, sweepId) {
-  const [runs, sweeps] = await Promise.all([cellsOf(sweepId), allSweeps()]);
+  const [runs, sweeps] = await Promise.all([allRuns({ sweep_id: sweepId }), allSweeps()]);
+  const sweep = sweeps.find((s) => s.id === sweepId);
   root.append(h("h1", {}, `Sweep ${sweepId}`), picker(sweeps, sweepId));
-  if (runs.length === 0) {
-    root.append(h("p", { class: "muted" }, `Sweep ${sweepId} has no runs.`));
+  if (sweep === undefined || runs.length === 0) {
+    const why = sweep === undefined ? "does not exist" : "has no runs you may read";
+    root.append(h("p", { class: "muted" }, `Sweep ${sweepId} ${why}.`));
     return;
   }
   const rowsOf = [...new Set(runs.map((r) => r.pe))].sort();
   const columns = [...new Set(runs.map((r) => `${r.arch} · ${r.dataset}`))].sort();
-  const seeds = [...new Set(runs.map((r) => r.seed))].sort((a, b) => a - b);
+  // The seeds it was submitted with, and any a fill added.
+  const seeds = [...new Set([...sweep.seeds, ...runs.map((r) => r.seed)])].sort((a, b) => a - b);
   const cells = new Map();
   for (const run of runs) {
     const key = `${run.pe}|${run.arch} · ${run.dataset}|${run.spec_hash}`;
@@ -85,7 +79,7 @@ async function matrix(root, sweepId) {
   const fill = h("button", { id: "fill-missing", disabled: missing.length === 0,
     onclick: async () => {
       fill.disabled = true;
-      await fillMissing(missing);
+      await fillMissing(sweepId, missing);
       root.replaceChildren();
       await matrix(root, sweepId);
     } }, `Fill ${missing.reduce((n, m) => n + m.seeds.length, 0)} missing`);
@@ -104,11 +98,12 @@ function seedBadges(cell, seeds) {
   }));
 }
 
+// Each cell's missing seeds are submitted into the sweep, so they become its cells.
 // NOTE: the API returns the canonical spec (without name, tags and resources), so a filled
 // seed runs with the default resources of its spec.
-async function fillMissing(missing) {
+async function fillMissing(sweepId, missing) {
   for (const { cell, seeds } of missing) {
     const { spec } = await get(`/runs/${cell.runs[0].id}`);
-    await post("/specs", { spec, seeds, policy: "reuse" });
+    await post("/specs", { spec, seeds, policy: "reuse", sweep_id: sweepId });
   }
 }
