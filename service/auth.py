@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Literal
@@ -29,6 +30,8 @@ Role = Literal["user", "admin", "service"]
 AuthMode = Literal["auto", "on", "off"]
 ROLES: tuple[Role, ...] = ("user", "admin", "service")
 SERVICE_USER = "loope-service"
+# A user's name shows in every run list and log line: printable, short, no spaces.
+USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 TOKEN_PREFIX = "loope_"
 
 
@@ -110,6 +113,11 @@ class Accounts:
         """A new user and its first token; the token is returned once and stored hashed."""
         if role not in ROLES:
             raise ValueError(f"role {role!r}: must be one of {', '.join(ROLES)}")
+        if USER_NAME.fullmatch(name) is None:
+            raise ValueError(
+                f"user name {name!r}: 1 to 64 letters, digits, '.', '_', '@' or '-', "
+                "starting with a letter or digit"
+            )
         token = new_token()
         try:
             with self.sessions.begin() as session:

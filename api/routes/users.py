@@ -26,4 +26,6 @@ def add_user(body: UserIn, user: UserDep, accounts: AccountsDep) -> UserCreated:
         created, token = accounts.add_user(body.name, "admin" if body.admin else "user")
     except NameTakenError as error:
         raise HTTPException(409, str(error)) from None
+    except ValueError as error:
+        raise HTTPException(422, f"name: {error}") from None
     return UserCreated(id=created.id, name=created.name, role=created.role, token=token)

@@ -26,7 +26,11 @@ def add_user(
 ) -> None:
     """Add a user and print its bearer token, which is shown only this once.
 
-    Example: loope user add ada --admin
+    Examples:
+
+      loope user add ada --admin
+
+      LOOPE_DATABASE_URL=postgresql+psycopg://db/loope loope user add bob
     """
     from service.auth import Accounts, NameTakenError
     from service.db import make_engine, make_sessionmaker
@@ -39,10 +43,11 @@ def add_user(
         user, token = Accounts(make_sessionmaker(engine)).add_user(
             name, "admin" if admin else "user"
         )
-    except NameTakenError as error:
+    except (NameTakenError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=1) from None
     finally:
+        where = engine.url.render_as_string(hide_password=True)
         engine.dispose()
-    typer.echo(f"added {user.role} {user.name!r}; token (shown once, keep it safe):")
+    typer.echo(f"added {user.role} {user.name!r} to {where}; token (shown once, keep it safe):")
     typer.echo(token)
