@@ -127,7 +127,14 @@ def doctor(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Run every (family x PE) pair at tiny size: forward, backward, step time."""
+    """Run every (family x PE) pair at tiny size: forward, backward, step time.
+
+    Examples:
+
+      loope doctor
+
+      loope doctor --device cuda --arch vit --pe loope --pe rope-axial --json
+    """
     import torch
 
     from loope.models import FAMILIES

@@ -44,7 +44,14 @@ def order(
     grid: GridOption = "14x14",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Print the rank of every patch along an order, laid out on the grid."""
+    """Print the rank of every patch along an order, laid out on the grid.
+
+    Examples:
+
+      loope order gilbert --grid 14x14
+
+      loope order hilbert --grid 8x8 --json
+    """
     rows, cols = _grid(grid)
     if name not in ORDER_NAMES:
         raise typer.BadParameter(f"unknown order {name!r}; choose one of {', '.join(ORDER_NAMES)}")
@@ -72,8 +79,14 @@ def pesi_command(
 ) -> None:
     """Print PESI (M_U, M_D, A_SU) of a PE's patch embeddings on a grid.
 
-    For LOOPE this is the X_C = 0 value; per-image values of a trained model will come
-    from its checkpoint.
+    For LOOPE this is the X_C = 0 value; the per-image values of a trained run are on its
+    PE view in the dashboard.
+
+    Examples:
+
+      loope pesi --pe sinusoid-1d --grid 14x14 --dim 768 --buckets 60
+
+      loope pesi --pe hilbert-pe --json
     """
     from loope.pesi import pesi
 
@@ -102,7 +115,14 @@ def pe_map(
     ] = None,
     seed: SeedOption = 0,
 ) -> None:
-    """Write the cosine-similarity map of one cell's PE to every cell's, or of all cells."""
+    """Write the cosine-similarity map of one cell's PE to every cell's, or of all cells.
+
+    Examples:
+
+      loope pe-map --pe sinusoid-2d --cell 3,4 --grid 8x8 --out map.png
+
+      loope pe-map --pe loope --cells all --out loope-maps.png
+    """
     from loope.pesi import cosine_similarity_maps
 
     shape = _grid(grid)
