@@ -1,6 +1,6 @@
 # Two commands on a fresh machine: `make demo` runs the Three-Cell PE comparison through
 # the embedded service; `make test` runs the test suite. Both build .venv first.
-# `make demo-full` runs every catalogue PE with 3 seeds (estimated 85-90 min on 2 cores);
+# `make demo-full` runs every catalogue PE with 3 seeds (61 min measured on 2 cores);
 # `make docs` regenerates docs/spec-reference.md from the spec models.
 
 PYTHON ?= python3

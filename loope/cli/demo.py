@@ -75,10 +75,23 @@ def print_comparison(server: Server, sweep_id: int | None) -> None:
     ]
     console.print(comparison_table(plain, against))
     if against:
-        console.print(
-            "vs X: mean difference of the average and Holm-adjusted p of a paired t-test over "
-            "seeds; * = significant at 0.05 (with 2 seeds a test has 1 degree of freedom)."
-        )
+        console.print(significance_note(plain))
+
+
+def significance_note(comparison: dict) -> str:
+    """What the "vs X" columns mean, with the degrees of freedom of the smallest group's test."""
+    seeds = min(
+        (
+            max((m["n"] for m in group["metrics"].values()), default=0)
+            for group in comparison["groups"]
+        ),
+        default=0,
+    )
+    freedom = f"{seeds - 1} degree{'' if seeds == 2 else 's'} of freedom"
+    return (
+        "vs X: mean difference of the average and Holm-adjusted p of a paired t-test over "
+        f"seeds; * = significant at 0.05 (with {seeds} seeds a test has {freedom})."
+    )
 
 
 class StopSignal(BaseException):
