@@ -7,7 +7,7 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -72,8 +72,13 @@ def create_app(settings: Settings | None = None, *, dispatch: bool = True) -> Fa
 
     @app.get(f"{API_PREFIX}/health", tags=["health"])
     def health(request: Request) -> dict[str, object]:
-        """Liveness, and how many runs are in each state."""
-        return {"status": "ok", "runs": request.app.state.store.count_by_status()}
+        """Liveness, open to all; a signed-in caller also gets how many of the runs it may
+        read are in each state."""
+        try:
+            reader = current_user(request)
+        except HTTPException:
+            return {"status": "ok"}
+        return {"status": "ok", "runs": request.app.state.store.count_by_status(reader)}
 
     return app
 

@@ -262,10 +262,11 @@ class Store:
                 out[summary.run_id][summary.key] = summary
         return out
 
-    def count_by_status(self) -> dict[str, int]:
+    def count_by_status(self, reader: Principal | None = None) -> dict[str, int]:
+        """Runs per status; with a `reader`, only the runs that reader may read."""
+        query = only_readable(select(Run.status, func.count()), reader).group_by(Run.status)
         with self.sessions() as session:
-            rows = session.execute(select(Run.status, func.count()).group_by(Run.status))
-            return {status.value: count for status, count in rows}
+            return {status.value: count for status, count in session.execute(query)}
 
     def find_run(self, run_id: int) -> RunRef | None:
         """The run's id, owner, visibility, status and latest attempt, or None: for routes

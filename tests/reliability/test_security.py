@@ -221,6 +221,10 @@ def test_private_runs_are_read_only_by_their_owner_and_admins(
         assert _listed(as_bob, limit=1000) == {shared}
         assert _listed(as_bob, sweep_id=swept["sweep_id"]) == set()
         assert _compared_pes(as_bob) == {"none": [shared]}
+        assert as_bob.get("/health").json()["runs"] == {"SUCCEEDED": 1}
+        assert as_ada.get("/health").json()["runs"] == {"SUCCEEDED": 2, "QUEUED": 2}
+        with client(base, None) as anonymous:
+            assert anonymous.get("/health").json() == {"status": "ok"}, "no counts for strangers"
         export = as_bob.get("/compare/export", params={"format": "csv", "group_by": "pe.name"})
         assert "learnable" not in export.text and "none" in export.text
         assert as_bob.get(f"/runs/{shared}/metrics/train/loss").json()["values"] == [0.5]
