@@ -81,11 +81,26 @@ def _wide(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         cells = [_cell(group, name) for name in columns]
         key = [str(group["key"][path]) for path in group_by]
         rows.append([*key, str(n), *cells, str(group["diverged"])])
-    majority = next((g["baseline"] for g in comparison["groups"] if g["baseline"]), None)
-    if majority:
+    for label, majority in majority_rows(comparison["groups"], group_by):
         cells = [_number(majority[name]) if name in majority else "" for name in columns]
-        rows.append(["majority rate", *[""] * len(group_by), *cells, ""])
+        rows.append([label, *[""] * len(group_by), *cells, ""])
     return header, rows
+
+
+def majority_rows(
+    groups: list[dict[str, Any]], keys: list[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """One "majority rate" row when every group was tested on the same test set; otherwise
+    one row per group, named after it, since the rates differ between test sets."""
+    tested = [g for g in groups if g.get("baseline")]
+    if not tested:
+        return []
+    if all(g["baseline"] == tested[0]["baseline"] for g in tested):
+        return [("majority rate", tested[0]["baseline"])]
+    return [
+        ("majority rate of " + " ".join(str(g["key"][k]) for k in keys), g["baseline"])
+        for g in tested
+    ]
 
 
 def _cell(group: dict[str, Any], metric: str) -> str:

@@ -724,6 +724,8 @@ def comparison_table(
     Each comparison in `against` (the same groups, computed with a `baseline_pe`) adds a
     column with the paired test of the headline metric against that baseline.
     """
+    from service.exports import majority_rows  # the exports' rule; imported only when used
+
     groups, keys = comparison["groups"], comparison["group_by"]
     columns, headline = comparison_columns(comparison), headline_metric(comparison)
     tested = [c for c in [comparison, *(against or [])] if c.get("baseline_pe")]
@@ -740,22 +742,6 @@ def comparison_table(
         blanks = [""] * (len(keys) - 1)
         table.add_row(label, *blanks, "", *rates, "", *[""] * len(tested), style="dim")
     return table
-
-
-def majority_rows(
-    groups: list[dict[str, Any]], keys: list[str]
-) -> list[tuple[str, dict[str, Any]]]:
-    """One "majority rate" row when every group was tested on the same test set; otherwise
-    one row per group, named after it, since the rates differ between test sets."""
-    tested = [g for g in groups if g.get("baseline")]
-    if not tested:
-        return []
-    if all(g["baseline"] == tested[0]["baseline"] for g in tested):
-        return [("majority rate", tested[0]["baseline"])]
-    return [
-        ("majority rate of " + " ".join(str(g["key"][k]) for k in keys), g["baseline"])
-        for g in tested
-    ]
 
 
 def _is_number(value: Any) -> bool:
