@@ -381,6 +381,7 @@ def test_pe_view_draws_the_similarity_map_and_the_pesi_table(served: Served, pag
     scores = view.json()["pesi"]
     row = page.text("#pesi tr[data-pe='sinusoid-2d']")
     assert all(_fmt3(scores[name]) in row for name in ("M_U", "M_D", "A_SU"))
+    assert page.text("#pe-width") == f"PE width D = {view.json()['dim']}, as built with seed 0"
     highest = page.drawn_pixels("pe-map", (253, 231, 37))
     assert highest > 300, "the centre cell (similarity 1, top of the scale) is not drawn"
     assert page.drawn_pixels("pe-map", (68, 1, 84)) > 300, "the least similar cell is not drawn"

@@ -50,9 +50,10 @@ async function renderCatalogue(root, form, runPicker, rerender) {
     onPick: (row, col) => { form.cell = `${row},${col}`; rerender(); } });
   root.append(h("div", { class: "grid2" },
     h("div", { class: "panel" }, h("h2", {}, `Cosine similarity to cell (${view.cell.join(", ")})`),
+      h("p", { class: "muted", id: "pe-width" }, `PE width D = ${view.dim}, as built with seed ${view.seed}`),
       canvas, scale(range), view.note ? h("p", { class: "muted", id: "pe-note" }, view.note) : "",
       h("p", { class: "muted" }, "Click a cell to centre the map on it. Choose a trained run above to see its learned PE.")),
-    h("div", { class: "panel" }, h("h2", {}, `PESI on ${scores.grid.join("×")}`),
+    h("div", { class: "panel" }, h("h2", {}, `PESI on ${scores.grid.join("×")}, D = ${scores.dim}`),
       pesiTable(scores, form.pe), pesiLegend())));
   return null;
 }
