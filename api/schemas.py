@@ -102,6 +102,9 @@ class RunOut(BaseModel):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     spec: dict[str, Any] | None = None
+    resources: dict[str, float | int] | None = Field(
+        default=None, description="what the run asks of the cluster (not part of its spec hash)"
+    )
     summary: dict[str, JsonNumber] | None = None
     attempts: list[AttemptOut] | None = None
 

@@ -199,20 +199,18 @@ class Store:
             ).first()
             return None if row is None else (row[0], row[1])
 
-    def sweep_spec_hashes(self, sweep_id: int) -> set[str] | None:
-        """The spec hashes of the sweep's cells (whoever may read their runs), or None when
-        no sweep has that id."""
+    def sweep_spec_hashes(self, sweep_id: int, reader: Principal | None = None) -> set[str]:
+        """The spec hashes of the sweep's cells whose runs `reader` may read: empty when no
+        sweep has that id or the reader may read none of its runs (someone's private sweep)."""
+        query = (
+            select(Spec.spec_hash)
+            .join(Run, Run.spec_id == Spec.id)
+            .join(SweepRun, SweepRun.run_id == Run.id)
+            .where(SweepRun.sweep_id == sweep_id)
+            .distinct()
+        )
         with self.sessions() as session:
-            if session.get(Sweep, sweep_id) is None:
-                return None
-            query = (
-                select(Spec.spec_hash)
-                .join(Run, Run.spec_id == Spec.id)
-                .join(SweepRun, SweepRun.run_id == Run.id)
-                .where(SweepRun.sweep_id == sweep_id)
-                .distinct()
-            )
-            return set(session.scalars(query))
+            return set(session.scalars(only_readable(query, reader)))
 
     def list_runs(
         self,

@@ -78,6 +78,9 @@ def run_out(run: Run, spec: Spec, *, detail: bool = False, store: Store | None =
     )
     if detail and store is not None:
         out.spec = spec.canonical
+        out.resources = {
+            "gpus": run.gpus, "cpus": run.cpus, "memory_gb": run.memory_gb, "workers": run.workers
+        }  # fmt: skip
         out.summary = _summary(store, run.id)
         out.attempts = [
             AttemptOut.model_validate(a, from_attributes=True) for a in store.attempts(run.id)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Request
 
 from api.deps import StoreDep, UserDep
 from api.schemas import MAX_SWEEP_CELLS, Submission, SubmitSpec, SubmitSweep
+from service.auth import Principal
 from service.store import RunRequest, Store
 from service.sweeps import expand, validate_spec
 
@@ -20,7 +21,7 @@ def submit_spec(body: SubmitSpec, request: Request, store: StoreDep, user: UserD
     the runs fill that sweep's cell of the spec (the dashboard's "fill missing")."""
     spec = validate_spec(body.spec)
     if body.sweep_id is not None:
-        _check_cell_of(store, body.sweep_id, spec.spec_hash())
+        _check_cell_of(store, body.sweep_id, spec.spec_hash(), user)
     requests = [RunRequest(spec, body.spec, seed) for seed in body.seeds]
     done = store.submit(
         requests, priority=body.priority, policy=body.policy, owner=user.name,
@@ -48,11 +49,12 @@ def submit_sweep(body: SubmitSweep, request: Request, store: StoreDep, user: Use
     return Submission(**vars(done), policy=body.policy)
 
 
-def _check_cell_of(store: Store, sweep_id: int, spec_hash: str) -> None:
-    """Refuse to fill a sweep that does not exist, or with a spec that is none of its cells
-    (a fill adds seeds to the sweep's cells; new cells come from resubmitting the sweep)."""
-    cells = store.sweep_spec_hashes(sweep_id)
-    if cells is None:
+def _check_cell_of(store: Store, sweep_id: int, spec_hash: str, user: Principal) -> None:
+    """Refuse to fill a sweep the caller cannot see (404, as for one that does not exist), or
+    with a spec that is none of its cells (a fill adds seeds to the sweep's cells; new cells
+    come from resubmitting the sweep)."""
+    cells = store.sweep_spec_hashes(sweep_id, user)
+    if not cells:
         raise HTTPException(404, f"sweep_id: no sweep {sweep_id}")
     if spec_hash not in cells:
         raise HTTPException(

@@ -44,10 +44,17 @@ def list_sweeps(
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> SweepPage:
-    """Sweeps in id order; pass `next_cursor` back as `cursor` for the next page."""
+    """Sweeps in id order, those with a run the caller may read (another user's private
+    sweep is not listed); pass `next_cursor` back as `cursor` for the next page."""
+    readable = only_readable(
+        select(SweepRun.run_id)
+        .join(Run, Run.id == SweepRun.run_id)
+        .where(SweepRun.sweep_id == Sweep.id),
+        user,
+    )
     with store.sessions() as session:
-        query = select(Sweep).where(Sweep.id > cursor).order_by(Sweep.id).limit(limit)
-        sweeps = list(session.scalars(query))
+        query = select(Sweep).where(Sweep.id > cursor, readable.exists())
+        sweeps = list(session.scalars(query.order_by(Sweep.id).limit(limit)))
         counts = _run_counts(session, [s.id for s in sweeps], user)
     page = [
         SweepOut(

@@ -100,7 +100,8 @@ def _finish(api: httpx.Client, run_id: int, attempt: int, outcome: str, **extra:
 def _populate(api: httpx.Client, queue) -> dict[str, int]:
     """A sweep of two PEs × three seeds, finished (one resumed); three more seeds filled into
     it: one failed, one diverged, one still queued; and a run of one of its specs outside it."""
-    sweep = {"base": BASE, "axes": {"pe.name": ["none", "loope"]}, "seeds": [0, 1, 2]}
+    base = BASE | {"resources": {"cpus": 2}}  # what "Fill missing" must carry over
+    sweep = {"base": base, "axes": {"pe.name": ["none", "loope"]}, "seeds": [0, 1, 2]}
     submitted = api.post("/sweeps", json=sweep).json()
     created, sweep_id = submitted["created"], submitted["sweep_id"]
     cells = [(pe, seed) for pe in ("none", "loope") for seed in (0, 1, 2)]
@@ -372,6 +373,10 @@ def test_sweep_matrix_shows_cell_states_and_fills_missing_seeds(served: Served, 
     assert added == [("loope", 7, "QUEUED"), ("none", 5, "QUEUED"), ("none", 9, "QUEUED")]
     members = served.api.get("/runs", params={"sweep_id": sweep_id}).json()["runs"]
     assert {r["id"] for r in after} - before <= {r["id"] for r in members}, "filled into the sweep"
+    for run in after:
+        if run["id"] not in before:
+            filled = served.api.get(f"/runs/{run['id']}").json()
+            assert filled["resources"]["cpus"] == 2 and filled["visibility"] == "team"
     page.shot(f"{served.database}-sweep-after-fill")
 
 

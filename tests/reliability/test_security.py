@@ -225,6 +225,14 @@ def test_private_runs_are_read_only_by_their_owner_and_admins(
         assert as_ada.get("/health").json()["runs"] == {"SUCCEEDED": 2, "QUEUED": 2}
         with client(base, None) as anonymous:
             assert anonymous.get("/health").json() == {"status": "ok"}, "no counts for strangers"
+        listed = {s["id"] for s in as_bob.get("/sweeps").json()["sweeps"]}
+        assert swept["sweep_id"] not in listed and swept["sweep_id"] in {
+            s["id"] for s in as_ada.get("/sweeps").json()["sweeps"]
+        }
+        fill = {"spec": PRIVATE_SPEC, "seeds": [7], "sweep_id": swept["sweep_id"]}
+        refused = as_bob.post("/specs", json=fill)
+        assert refused.status_code == 404, "Bob may not write into (or probe) Ada's private sweep"
+        assert refused.json()["detail"] == f"sweep_id: no sweep {swept['sweep_id']}"
         export = as_bob.get("/compare/export", params={"format": "csv", "group_by": "pe.name"})
         assert "learnable" not in export.text and "none" in export.text
         assert as_bob.get(f"/runs/{shared}/metrics/train/loss").json()["values"] == [0.5]

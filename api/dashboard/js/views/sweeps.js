@@ -98,12 +98,13 @@ function seedBadges(cell, seeds) {
   }));
 }
 
-// Each cell's missing seeds are submitted into the sweep, so they become its cells.
-// NOTE: the API returns the canonical spec (without name, tags and resources), so a filled
-// seed runs with the default resources of its spec.
+// Each cell's missing seeds are submitted into the sweep, so they become its cells, with
+// the resources and visibility of the cell's first run (the API's spec is the canonical one,
+// which leaves resources out): a GPU sweep fills with GPU runs, a private one privately.
 async function fillMissing(sweepId, missing) {
   for (const { cell, seeds } of missing) {
-    const { spec } = await get(`/runs/${cell.runs[0].id}`);
-    await post("/specs", { spec, seeds, policy: "reuse", sweep_id: sweepId });
+    const run = await get(`/runs/${cell.runs[0].id}`);
+    await post("/specs", { spec: { ...run.spec, resources: run.resources }, seeds,
+      policy: "reuse", sweep_id: sweepId, visibility: run.visibility });
   }
 }
