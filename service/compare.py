@@ -144,10 +144,11 @@ def _group_runs(
     for run_id, spec_id, seed, status in sorted(runs):
         group = of_spec.get(spec_id)
         if group is None:
-            key = spec_keys[spec_id]
+            values = spec_keys[spec_id]
+            key = _hashable(values)
             group = groups.get(key)
             if group is None:
-                group = groups[key] = Group(dict(zip(group_by, key, strict=True)))
+                group = groups[key] = Group(dict(zip(group_by, values, strict=True)))
             of_spec[spec_id] = group
         if status == _SUCCEEDED:
             group.run_ids.append(run_id)
@@ -157,6 +158,16 @@ def _group_runs(
         elif status == _FAILED:
             group.failed += 1
     return groups
+
+
+def _hashable(value: Any) -> Any:
+    """A grouping key for spec values, lists and dicts included (`dataset.fractions`,
+    `pe.options`): equal values give equal keys."""
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(item) for item in value)
+    if isinstance(value, dict):
+        return tuple(sorted((name, _hashable(item)) for name, item in value.items()))
+    return value
 
 
 def _collect(group: Group, values: dict[str, dict[int, float]], prefix: str) -> None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from api.deps import StoreDep, UserDep
 from api.schemas import MAX_DB_INT, Comparison, GroupOut, PairedTestOut, StatisticOut
+from loope.pe import PE_REGISTRY
 from loope.spec import ExperimentSpec
 from service.auth import Principal
 from service.compare import BASELINE_PREFIX, Group, PairedTest, compare
@@ -80,6 +81,9 @@ def _compare(
     _check_fields(group_by)
     if baseline_pe is not None and "pe.name" not in group_by:
         raise HTTPException(422, "baseline_pe: needs 'pe.name' among the group_by fields")
+    if baseline_pe is not None and baseline_pe not in PE_REGISTRY:
+        known = ", ".join(PE_REGISTRY)
+        raise HTTPException(422, f"baseline_pe: unknown PE {baseline_pe!r}; known: {known}")
     runs, specs, values = store.comparison_rows(sweep_id, [prefix, BASELINE_PREFIX], user)
     groups = compare(runs, specs, values, group_by, prefix, baseline_pe, alpha)
     return Comparison(

@@ -730,7 +730,7 @@ def comparison_table(
     columns, headline = comparison_columns(comparison), headline_metric(comparison)
     tested = [c for c in [comparison, *(against or [])] if c.get("baseline_pe")]
     table = Table(*keys, "n", *columns, "diverged",
-                  *[f"{headline} vs {c['baseline_pe']}" for c in tested])  # fmt: skip
+                  *[f"{headline or ''} vs {c['baseline_pe']}".lstrip() for c in tested])  # fmt: skip
     for group in groups:
         key = [str(group["key"][name]) for name in keys]
         n = max((s["n"] for s in group["metrics"].values()), default=0)

@@ -113,6 +113,20 @@ def test_unknown_group_field_and_baseline_without_pe_are_422(api: httpx.Client) 
     response = api.get("/compare", params={"group_by": ["dataset.name"], "baseline_pe": "none"})
     assert response.status_code == 422 and "pe.name" in response.text
     assert api.get("/compare/export", params={"format": "xls"}).status_code == 422
+    response = api.get("/compare", params={"group_by": ["pe.name"], "baseline_pe": "lope"})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("baseline_pe: unknown PE 'lope'; known: none,")
+
+
+def test_groups_by_list_and_dict_valued_fields(api: httpx.Client, finished) -> None:  # noqa: ANN001
+    """`dataset.fractions` is a list and `pe.options` a dict; both group like any field."""
+    group_by = ["pe.name", "dataset.fractions", "pe.options"]
+    result = api.get("/compare", params={"group_by": group_by})
+    assert result.status_code == 200, result.text
+    keys = [g["key"] for g in result.json()["groups"]]
+    assert len(keys) == 3 and all(isinstance(k["dataset.fractions"], list) for k in keys)
+    markdown = api.get("/compare/export", params={"group_by": group_by, "format": "markdown"})
+    assert markdown.status_code == 200 and "| loope |" in markdown.text
 
 
 def test_exports_in_four_formats(api: httpx.Client, finished) -> None:  # noqa: ANN001

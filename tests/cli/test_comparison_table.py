@@ -43,3 +43,11 @@ def test_the_significance_note_counts_the_smallest_groups_seeds() -> None:
     assert "(with 3 seeds a test has 2 degrees of freedom)" in significance_note(three)
     uneven = {"groups": [_group("none", 55.6, seeds=3), _group("loope", 55.6, seeds=2)]}
     assert "(with 2 seeds a test has 1 degree of freedom)" in significance_note(uneven)
+
+
+def test_a_comparison_without_finished_runs_names_no_metric_in_its_test_column() -> None:
+    empty = {"groups": [], "group_by": ["pe.name"], "baseline_pe": "none"}
+    console = Console(width=200, record=True)
+    console.print(comparison_table(empty))
+    text = console.export_text()
+    assert "None" not in text and "vs none" in text
