@@ -508,6 +508,9 @@ def test_dashboard_asks_for_a_token_when_the_api_demands_one(
             int(r.get_attribute("data-run")) for r in tab.query_selector_all("#runs tbody tr")
         ] == [run_id]
         assert len(prompts) == 1 and "token" in prompts[0]
+        # At once, not at the header's 10-second refresh.
+        counts = "document.getElementById('health').textContent === 'queued 1'"
+        tab.wait_for_function(counts, timeout=5000)
         assert tab.evaluate("localStorage.getItem('loope.token')") == token
         tab.evaluate("localStorage.removeItem('loope.token')")
         tab.close()

@@ -48,14 +48,16 @@ async function route() {
 async function showHealth() {
   try {
     const health = await get("/health");
+    // Without a token (auth on, not signed in yet) the server gives no counts.
     const parts = Object.entries(health.runs ?? {}).map(([s, n]) => `${s.toLowerCase()} ${n}`);
-    document.getElementById("health").textContent = parts.join(" · ") || "no runs yet";
+    document.getElementById("health").textContent = health.runs === undefined
+      ? "signed out" : parts.join(" · ") || "no runs yet";
   } catch (error) {
     document.getElementById("health").textContent = `API unreachable: ${error.message}`;
   }
 }
 
 window.addEventListener("hashchange", route);
-route();
-showHealth();
+// The header's counts follow the first page, which asks for a token when the server needs one.
+route().then(showHealth);
 setInterval(showHealth, 10000);
