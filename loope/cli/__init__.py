@@ -11,4 +11,6 @@ from loope.cli.app import app
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic announces each of its plugins at start; its upgrade steps stay visible.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     app()

@@ -729,8 +729,8 @@ def comparison_table(
     groups, keys = comparison["groups"], comparison["group_by"]
     columns, headline = comparison_columns(comparison), headline_metric(comparison)
     tested = [c for c in [comparison, *(against or [])] if c.get("baseline_pe")]
-    table = Table(*keys, "n", *columns, "diverged",
-                  *[f"{headline or ''} vs {c['baseline_pe']}".lstrip() for c in tested])  # fmt: skip
+    test_columns = [f"{headline or ''} vs {c['baseline_pe']}".lstrip() for c in tested]
+    table = Table(*keys, "n", *columns, "diverged", *test_columns)
     for group in groups:
         key = [str(group["key"][name]) for name in keys]
         n = max((s["n"] for s in group["metrics"].values()), default=0)

@@ -142,7 +142,7 @@ def three_cell(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     save: Annotated[Path | None, typer.Option(help="Write PNGs and labels.csv here.")] = None,
 ) -> None:
-    """Generate a Three-Cell dataset; print its label statistics or save it.
+    """Generate a Three-Cell dataset; print its label statistics (the default) or save it.
 
     Statistics are positive rates (per bit and per group) and majority rates (the score of
     always predicting each bit's majority: what a model without a PE can reach).
@@ -162,11 +162,16 @@ def three_cell(
         )  # fmt: skip
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    if save is not None and save.exists() and not save.is_dir():
+        raise typer.BadParameter(f"{save} is a file; name a folder", param_hint="--save")
     samples = tc.generate(config)
     if save is not None:
-        tc.save_png(samples, save)
+        try:
+            tc.save_png(samples, save)
+        except OSError as error:
+            raise typer.BadParameter(f"cannot write {save}: {error}", param_hint="--save") from None
         console.print(f"wrote {len(samples)} images and labels.csv to {save}")
-    if stats or as_json:
+    if stats or as_json or save is None:  # with nothing asked, the statistics
         _print_stats(tc.label_stats(samples.labels), config, as_json)
 
 

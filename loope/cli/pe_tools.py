@@ -125,6 +125,8 @@ def pe_map(
     """
     from loope.pesi import cosine_similarity_maps
 
+    if out.suffix.lower() != ".png":
+        raise typer.BadParameter(f"{str(out)!r}: name a .png file", param_hint="--out")
     shape = _grid(grid)
     if (cell is None) == (cells is None):
         raise typer.BadParameter("give exactly one of --cell ROW,COL and --cells all")

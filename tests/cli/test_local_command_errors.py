@@ -78,3 +78,30 @@ def test_a_yaml_syntax_error_is_one_line_with_its_place(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     [line] = result.output.strip().splitlines()
     assert line.startswith(f"error: {path}: line 2, column 5: ")
+
+
+def test_pe_map_refuses_an_output_that_is_not_a_png(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loope.cli import pe_tools  # noqa: F401  (registers the command)
+
+    monkeypatch.chdir(tmp_path)  # short names keep the error box on one line
+    for out in ("map.txt", "map"):
+        result = runner.invoke(app, ["pe-map", "--pe", "learnable", "--cell", "0,0", "--grid",
+                                     "4x4", "--out", out])  # fmt: skip
+        assert result.exit_code == 2 and "name a .png file" in result.output, result.output
+        assert not result.exception or isinstance(result.exception, SystemExit)
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_three_cell_prints_statistics_by_default_and_refuses_a_file_as_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = runner.invoke(app, ["three-cell", "--n", "20"])
+    assert result.exit_code == 0 and "majority:" in result.output, result.output
+    monkeypatch.chdir(tmp_path)
+    taken = Path("a-file")
+    taken.write_text("keep me")
+    result = runner.invoke(app, ["three-cell", "--n", "5", "--save", str(taken)])
+    assert result.exit_code == 2 and "is a file; name a folder" in result.output, result.output
+    assert taken.read_text() == "keep me"
