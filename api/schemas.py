@@ -217,7 +217,13 @@ class ArtifactOut(BaseModel):
 
 
 class UserIn(Body):
-    name: str = Field(min_length=1, max_length=200, pattern=NO_CONTROL)
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=NO_CONTROL,
+        description="1 to 64 ASCII letters, digits, '.', '_', '@' or '-', starting with a letter "
+        "or digit (checked by the server; other names get 422)",
+    )
     admin: bool = False
 
 

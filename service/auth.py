@@ -115,7 +115,7 @@ class Accounts:
             raise ValueError(f"role {role!r}: must be one of {', '.join(ROLES)}")
         if USER_NAME.fullmatch(name) is None:
             raise ValueError(
-                f"user name {name!r}: 1 to 64 letters, digits, '.', '_', '@' or '-', "
+                f"user name {name!r}: 1 to 64 ASCII letters, digits, '.', '_', '@' or '-', "
                 "starting with a letter or digit"
             )
         token = new_token()
