@@ -484,7 +484,11 @@ def run_progress(run: dict[str, Any], now: dt.datetime) -> RunProgress:
 
 
 class RunBoard:
-    """One progress bar per run, refreshed from the server until every run has ended."""
+    """One progress bar per run, refreshed from the server until every run has ended.
+
+    When the output is not a terminal (a log file, a pipe), bars cannot redraw: each run
+    then gets a line whenever its status or epoch changes.
+    """
 
     def __init__(self, server: Server, run_ids: list[int], progress: Progress) -> None:
         self.server = server
@@ -492,6 +496,8 @@ class RunBoard:
         self.progress = progress
         self.tasks: dict[int, TaskID] = {}
         self.ended: dict[int, dict[str, Any]] = {}
+        self.as_lines = progress.disable
+        self.shown: dict[int, tuple[str, int]] = {}
 
     def refresh(self) -> bool:
         """Poll once: statuses in one list call, details only of runs that are moving.
@@ -523,6 +529,8 @@ class RunBoard:
         return {run["id"]: run["status"] for run in page["runs"]}
 
     def _show(self, run: dict[str, Any], state: RunProgress) -> None:
+        if self.as_lines:
+            self._print_line(run, state)
         if run["id"] not in self.tasks:
             label = f"run {run['id']} {run['pe']} seed {run['seed']}"
             self.tasks[run["id"]] = self.progress.add_task(
@@ -535,16 +543,24 @@ class RunBoard:
             state=state.describe(),
         )
 
+    def _print_line(self, run: dict[str, Any], state: RunProgress) -> None:
+        if self.shown.get(run["id"]) == (state.status, state.epoch):
+            return
+        self.shown[run["id"]] = (state.status, state.epoch)
+        label = f"run {run['id']} {run['pe']} seed {run['seed']}"
+        console.print(f"{label}: {state.epoch}/{state.epochs} epochs  {state.describe()}")
+
 
 def watch_runs(
     server: Server, run_ids: list[int], interval_s: float, timeout_s: float
 ) -> list[dict[str, Any]]:
-    """Show live bars (epoch, loss, ETA) until every run has ended; returns their details."""
+    """Show live bars (epoch, loss, ETA) until every run has ended, or a line per change
+    when the output is not a terminal; returns the runs' details."""
     deadline = time.monotonic() + timeout_s
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("epochs"), TextColumn("{task.fields[state]}"), console=console,
-        refresh_per_second=2,
+        refresh_per_second=2, disable=not console.is_terminal,
     ) as progress:  # fmt: skip
         board = RunBoard(server, run_ids, progress)
         while not board.refresh():

@@ -175,6 +175,10 @@ def test_watch_follows_epochs_until_every_run_ends(served: Served, tmp_path: Pat
     assert code == 0, out
     assert time.monotonic() - started >= 0.9
     assert "4/4" in out and "2 of 2 runs succeeded" in out
+    # Not a terminal: a line per change, the running state included.
+    lines = out.splitlines()
+    assert any(line.startswith("run 2 none seed 1: 2/") and "running" in line for line in lines)
+    assert any(line.startswith("run 2 none seed 1: ") and "succeeded" in line for line in lines)
 
 
 def play_worker_finish(served: Served, run_id: int) -> None:
