@@ -86,7 +86,10 @@ class AttemptOut(BaseModel):
 class RunOut(BaseModel):
     id: int
     spec_hash: str
-    sweep_id: int | None
+    sweep_id: int | None = Field(
+        description="the sweep whose submission created the run; a run is also a cell of every "
+        "sweep that reused it (GET /runs?sweep_id= lists a sweep's cells)"
+    )
     seed: int
     status: str
     priority: int
