@@ -472,9 +472,24 @@ def _kill_worker(pid: int, marker: str) -> bool:
 
 
 def connect_ray(settings: Settings) -> None:
-    """Join the cluster at `ray_address`, or start a local Ray of the configured size."""
+    """Join the cluster at `ray_address`, or start a local Ray of the configured size.
+
+    `ray.init` replaces the SIGTERM handler with one that raises SystemExit wherever the
+    server happens to be, which the server logs as an error; the server's own handler (a
+    graceful stop) is put back.
+    """
     if ray.is_initialized():
         return
+    in_main = threading.current_thread() is threading.main_thread()
+    on_sigterm = signal.getsignal(signal.SIGTERM) if in_main else None
+    try:
+        _init_ray(settings)
+    finally:
+        if on_sigterm is not None:
+            signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _init_ray(settings: Settings) -> None:
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if settings.ray_address:
         ray.init(address=settings.ray_address, **options)

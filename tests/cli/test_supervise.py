@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,36 @@ def test_auth_off_on_a_public_host_is_refused_in_one_line_before_anything_starts
 def test_a_port_outside_1_to_65535_is_refused(port: str, tmp_path: Path) -> None:
     done = _loope_serve("--port", port, "--data-dir", str(tmp_path))
     assert done.returncode == 2 and "Invalid value for '--port'" in done.stderr
+
+
+@pytest.mark.timeout(180)
+def test_sigterm_stops_a_real_loope_serve_with_ray_without_an_error_logged(tmp_path: Path) -> None:
+    """Ray's own SIGTERM handler (SystemExit wherever the server is) is not left in place."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "loope", "serve", "--port", str(port), "--data-dir",
+               str(tmp_path), "--num-cpus", "1"]  # fmt: skip
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            if _answers(f"http://127.0.0.1:{port}/api/v1/health"):
+                break
+            time.sleep(0.5)
+        assert server.poll() is None, "the server did not come up"
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=60)
+    finally:
+        server.kill()
+    assert server.returncode == 0, stderr
+    assert "stopped by SIGTERM" in stderr
+    assert "Traceback" not in stderr and "ERROR" not in stderr, stderr
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
