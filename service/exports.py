@@ -77,14 +77,18 @@ def _wide(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = [*group_by, "n", *columns, "diverged"]
     rows = []
     for group in comparison["groups"]:
-        n = max((s["n"] for s in group["metrics"].values()), default=0)
         cells = [_cell(group, name) for name in columns]
         key = [str(group["key"][path]) for path in group_by]
-        rows.append([*key, str(n), *cells, str(group["diverged"])])
+        rows.append([*key, str(seeds_of(group)), *cells, str(group["diverged"])])
     for label, majority in majority_rows(comparison["groups"], group_by):
         cells = [_number(majority[name]) if name in majority else "" for name in columns]
         rows.append([label, *[""] * len(group_by), *cells, ""])
     return header, rows
+
+
+def seeds_of(group: dict[str, Any]) -> int:
+    """How many seeds a group's numbers rest on: the n of its best-covered metric."""
+    return max((stat["n"] for stat in group["metrics"].values()), default=0)
 
 
 def majority_rows(

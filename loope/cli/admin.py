@@ -39,6 +39,7 @@ def add_user(
     settings = Settings(data_dir=data_dir, database_url=database_url)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url())
+    where = engine.url.render_as_string(hide_password=True)  # for the message; no password
     try:
         user, token = Accounts(make_sessionmaker(engine)).add_user(
             name, "admin" if admin else "user"
@@ -47,7 +48,6 @@ def add_user(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=1) from None
     finally:
-        where = engine.url.render_as_string(hide_password=True)
         engine.dispose()
     typer.echo(f"added {user.role} {user.name!r} to {where}; token (shown once, keep it safe):")
     typer.echo(token)

@@ -740,7 +740,7 @@ def comparison_table(
     Each comparison in `against` (the same groups, computed with a `baseline_pe`) adds a
     column with the paired test of the headline metric against that baseline.
     """
-    from service.exports import majority_rows  # the exports' rule; imported only when used
+    from service.exports import majority_rows, seeds_of  # the exports' rules, used here only
 
     groups, keys = comparison["groups"], comparison["group_by"]
     columns, headline = comparison_columns(comparison), headline_metric(comparison)
@@ -749,10 +749,9 @@ def comparison_table(
     table = Table(*keys, "n", *columns, "diverged", *test_columns)
     for group in groups:
         key = [str(group["key"][name]) for name in keys]
-        n = max((s["n"] for s in group["metrics"].values()), default=0)
         cells = [mean_std(group["metrics"].get(name)) for name in columns]
         tests = [significance(_test_of(c, group["key"], headline)) for c in tested]
-        table.add_row(*key, str(n), *cells, str(group["diverged"]), *tests)
+        table.add_row(*key, str(seeds_of(group)), *cells, str(group["diverged"]), *tests)
     for label, baseline in majority_rows(groups, keys):
         rates = [f"{baseline[m]:.1f}" if _is_number(baseline.get(m)) else "" for m in columns]
         blanks = [""] * (len(keys) - 1)

@@ -80,13 +80,9 @@ def print_comparison(server: Server, sweep_id: int | None) -> None:
 
 def significance_note(comparison: dict) -> str:
     """What the "vs X" columns mean, with the degrees of freedom of the smallest group's test."""
-    seeds = min(
-        (
-            max((m["n"] for m in group["metrics"].values()), default=0)
-            for group in comparison["groups"]
-        ),
-        default=0,
-    )
+    from service.exports import seeds_of
+
+    seeds = min(map(seeds_of, comparison["groups"]), default=0)
     freedom = f"{seeds - 1} degree{'' if seeds == 2 else 's'} of freedom"
     return (
         "vs X: mean difference of the average and Holm-adjusted p of a paired t-test over "
